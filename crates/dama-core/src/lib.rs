@@ -35,7 +35,7 @@ pub use data_aware::{
 };
 pub use error::CoreError;
 pub use loss::masked_dpo_loss;
-pub use model_aware::{Filter, ModelAware, Preset, default_keep, model_aware};
+pub use model_aware::{Filter, ModelAware, ModelAwareParams, Preset, default_keep, model_aware};
 pub use num::Real;
 pub use rng::Xoshiro256;
 pub use sampling::Sampling;

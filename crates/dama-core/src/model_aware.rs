@@ -88,22 +88,37 @@ pub struct ModelAware<F> {
     pub ema_gap_after: F,
 }
 
+/// The hyper-parameters the model-aware part needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelAwareParams<F> {
+    pub preset: Preset,
+    pub filter: Filter,
+    /// β (only the `paper` preset scales its gap by it).
+    pub beta: F,
+    /// EMA momentum γ.
+    pub gamma: F,
+    /// K, pairs kept (1..=N).
+    pub keep: usize,
+}
+
 /// Computes mask, α_M and the updated ḡ from the batch's margins h_i (finite, one per pair).
 ///
 /// `forced_mask` replaces the preset's choice of kept pairs and draws no random number. The
 /// random stream is only used by `official` with the `both` filter.
-#[allow(clippy::too_many_arguments)]
 pub fn model_aware<F: Real>(
-    preset: Preset,
-    filter: Filter,
-    beta: F,
-    gamma: F,
-    keep: usize,
+    params: &ModelAwareParams<F>,
     ema_gap: F,
     margins: &[F],
     forced_mask: Option<&[bool]>,
     rng: &mut Xoshiro256,
 ) -> Result<ModelAware<F>, CoreError> {
+    let ModelAwareParams {
+        preset,
+        filter,
+        beta,
+        gamma,
+        keep,
+    } = *params;
     let n = margins.len();
     let gaps: Vec<F> = match preset {
         Preset::Official => margins.to_vec(),
@@ -222,9 +237,32 @@ mod tests {
     use super::*;
     use crate::num::sigmoid;
 
+    fn params<F>(
+        preset: Preset,
+        filter: Filter,
+        beta: F,
+        gamma: F,
+        keep: usize,
+    ) -> ModelAwareParams<F> {
+        ModelAwareParams {
+            preset,
+            filter,
+            beta,
+            gamma,
+            keep,
+        }
+    }
+
     fn run(preset: Preset, filter: Filter, keep: usize, ema: f64, h: &[f64]) -> ModelAware<f64> {
         let mut rng = Xoshiro256::seed_from(0);
-        model_aware(preset, filter, 0.1, 0.9, keep, ema, h, None, &mut rng).unwrap()
+        model_aware(
+            &params(preset, filter, 0.1, 0.9, keep),
+            ema,
+            h,
+            None,
+            &mut rng,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -313,11 +351,7 @@ mod tests {
         let mut rng = Xoshiro256::seed_from(3);
         let before = rng.clone();
         let m = model_aware(
-            Preset::Official,
-            Filter::Both,
-            0.1,
-            0.9,
-            3,
+            &params(Preset::Official, Filter::Both, 0.1, 0.9, 3),
             0.1,
             &h,
             Some(&mask),
@@ -331,11 +365,7 @@ mod tests {
         assert!((m.alpha_m - expected).abs() < 1e-14);
         let none = [false; 4];
         let err = model_aware(
-            Preset::Official,
-            Filter::Both,
-            0.1,
-            0.9,
-            3,
+            &params(Preset::Official, Filter::Both, 0.1, 0.9, 3),
             0.1,
             &h,
             Some(&none),
@@ -349,11 +379,7 @@ mod tests {
         let h = [100.0f64, -100.0, 300.0];
         let mut rng = Xoshiro256::seed_from(11);
         let m = model_aware(
-            Preset::Official,
-            Filter::Both,
-            0.1,
-            0.9,
-            2,
+            &params(Preset::Official, Filter::Both, 0.1, 0.9, 2),
             0.0,
             &h,
             None,
@@ -371,11 +397,7 @@ mod tests {
         let h = [1e4f32, -1e4, 1e4, -1e4, 3.0];
         let mut rng = Xoshiro256::seed_from(2);
         let m = model_aware(
-            Preset::Official,
-            Filter::Both,
-            0.1,
-            0.9,
-            4,
+            &params(Preset::Official, Filter::Both, 0.1, 0.9, 4),
             0.0,
             &h,
             None,
@@ -388,11 +410,7 @@ mod tests {
             "the only pair with a non-zero weight is drawn first"
         );
         let p = model_aware(
-            Preset::Paper,
-            Filter::Both,
-            0.1,
-            0.9,
-            4,
+            &params(Preset::Paper, Filter::Both, 0.1, 0.9, 4),
             1e-3,
             &h,
             None,
@@ -402,11 +420,7 @@ mod tests {
         assert!(p.alpha_m.is_finite() && p.ema_gap_after.is_finite());
         // An EMA of −1e3 against a batch at 0 is a diverged run: α_M = e^{1000} is reported.
         let err = model_aware(
-            Preset::Official,
-            Filter::None,
-            0.1,
-            0.9,
-            1,
+            &params(Preset::Official, Filter::None, 0.1, 0.9, 1),
             -1e3f32,
             &[0.0],
             None,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::combine::{Combine, Mode, pair_beta};
 use crate::error::CoreError;
 use crate::loss::masked_dpo_loss;
-use crate::model_aware::{Filter, Preset, default_keep, model_aware};
+use crate::model_aware::{Filter, ModelAwareParams, Preset, default_keep, model_aware};
 use crate::num::Real;
 use crate::rng::Xoshiro256;
 use crate::sampling::Sampling;
@@ -222,12 +222,15 @@ pub fn step<F: Real>(
     check_finite("margins", &margins)?;
 
     let mut rng = state.rng.clone();
-    let model = model_aware(
-        cfg.preset,
-        cfg.filter,
-        cfg.beta,
-        cfg.gamma,
+    let params = ModelAwareParams {
+        preset: cfg.preset,
+        filter: cfg.filter,
+        beta: cfg.beta,
+        gamma: cfg.gamma,
         keep,
+    };
+    let model = model_aware(
+        &params,
         state.ema_gap,
         &margins,
         input.forced_mask,
