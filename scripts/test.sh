@@ -23,7 +23,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
-step "dama-core for wasm32 (the browser) and for a target without std"
+step "the browser's crates for wasm32, and dama-core for a target without std"
 cargo build -p dama-core --target wasm32-unknown-unknown
 cargo build -p dama-core --target wasm32v1-none
+cargo build -p dama-data --no-default-features --target wasm32-unknown-unknown
 step "all tests passed"
