@@ -14,7 +14,7 @@ import importlib
 import pathlib
 import sys
 
-PARTS = ["clip", "llava", "data", "optim"]
+PARTS = ["clip", "llava", "data", "optim", "score"]
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))

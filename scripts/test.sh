@@ -27,4 +27,11 @@ step "the browser's crates for wasm32, and dama-core for a target without std"
 cargo build -p dama-core --target wasm32-unknown-unknown
 cargo build -p dama-core --target wasm32v1-none
 cargo build -p dama-data --no-default-features --target wasm32-unknown-unknown
+cargo build -p dama-clip --target wasm32-unknown-unknown
+if command -v nvcc >/dev/null 2>&1; then
+  step "the CUDA feature builds (nvcc found)"
+  cargo check -p dama-native --features cuda
+else
+  step "nvcc not found: skipping the CUDA build check"
+fi
 step "all tests passed"

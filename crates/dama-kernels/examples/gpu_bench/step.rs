@@ -1,0 +1,326 @@
+//! One full DAMA training step of a LLaVA-1.5-shaped model with random weights, the work of
+//! `../shared/bench/torch_dpo_step.py`: ViT-L/14-336 tower (frozen, forward), projector and
+//! LLaMA language model fully trained, bf16, per-pair log-probs with the shared prefix, the
+//! DAMA maths of `dama-core`, backward of Σ wᵢ·hᵢ, AdamW. Random weights are drawn on the GPU
+//! (drawing 7B numbers on the host would take minutes of device time).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use dama_clip::config::ClipVisionConfig;
+use dama_core::{DamaConfig, DamaState, StepInput};
+use dama_llava::{
+    Checkpoint, EncodedAnswer, EncodedPair, Images, LlavaConfig, LlavaModel, LoadOptions,
+    PairBatch, Trainable,
+};
+use serde_json::json;
+
+/// H100 SXM dense bf16 peak, the anchor script's MFU denominator.
+const PEAK_BF16: f64 = 989.4e12;
+const IMAGE_TOKEN: u32 = 32000;
+
+fn config(lm: &str) -> Result<LlavaConfig> {
+    let (h, ff, layers, heads, kv) = match lm {
+        "7b" => (4096, 11008, 32, 32, 32),
+        "1b" => (2048, 5632, 22, 32, 4),
+        "tiny" => (64, 128, 2, 4, 2),
+        other => candle_core::bail!("unknown model shape {other} (1b, 7b, tiny)"),
+    };
+    let vision = if lm == "tiny" {
+        json!({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+               "num_attention_heads": 4, "image_size": 336, "patch_size": 14})
+    } else {
+        json!({"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+               "num_attention_heads": 16, "image_size": 336, "patch_size": 14})
+    };
+    let cfg = json!({
+        "model_type": "llava", "image_token_index": IMAGE_TOKEN, "pad_token_id": 0,
+        "vision_feature_layer": -2, "vision_feature_select_strategy": "default",
+        "projector_hidden_act": "gelu", "vision_config": vision,
+        "text_config": {"model_type": "llama", "hidden_size": h, "intermediate_size": ff,
+                        "num_hidden_layers": layers, "num_attention_heads": heads,
+                        "num_key_value_heads": kv, "vocab_size": 32064, "rms_norm_eps": 1e-5}
+    });
+    LlavaConfig::from_json_str(&cfg.to_string(), Path::new("gpu_bench step config"))
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// Random weights in the llava-hf layout, drawn on `dev` in bf16: matrices N(0, 1/fan_in),
+/// embeddings N(0, 1), norm scales N(1, 0.1²), biases N(0, 0.1²). Trainable ones (projector,
+/// language model) are made `Var`s here, so that loading them makes no second copy.
+fn random_weights(cfg: &LlavaConfig, dev: &Device) -> Result<(HashMap<String, Tensor>, usize)> {
+    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let mut map = HashMap::new();
+    let mut vit_params = 0usize;
+    let mut add = |name: String, shape: &[usize], kind: u8, trainable: bool| -> Result<()> {
+        let (mean, std) = match kind {
+            0 => (
+                0.0,
+                1.0 / (shape[1..].iter().product::<usize>() as f64).sqrt(),
+            ),
+            1 => (0.0, 1.0),
+            2 => (1.0, 0.1),
+            _ => (0.0, 0.1),
+        };
+        let t = Tensor::randn(mean as f32, std as f32, shape, dev)?.to_dtype(DType::BF16)?;
+        let t = if trainable {
+            Var::from_tensor(&t)?.as_tensor().clone()
+        } else {
+            vit_params += t.elem_count();
+            t
+        };
+        map.insert(name, t);
+        Ok(())
+    };
+    let (mat, emb, scale, bias) = (0u8, 1u8, 2u8, 3u8);
+    let vp = "vision_tower.vision_model";
+    let (d, c, p) = (v.hidden_size, v.num_channels, v.patch_size);
+    add(format!("{vp}.embeddings.class_embedding"), &[d], emb, false)?;
+    add(
+        format!("{vp}.embeddings.patch_embedding.weight"),
+        &[d, c, p, p],
+        mat,
+        false,
+    )?;
+    add(
+        format!("{vp}.embeddings.position_embedding.weight"),
+        &[v.num_positions(), d],
+        emb,
+        false,
+    )?;
+    for ln in ["pre_layrnorm", "post_layernorm"] {
+        add(format!("{vp}.{ln}.weight"), &[d], scale, false)?;
+        add(format!("{vp}.{ln}.bias"), &[d], bias, false)?;
+    }
+    for i in 0..v.num_hidden_layers {
+        let l = format!("{vp}.encoder.layers.{i}");
+        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
+            add(format!("{l}.self_attn.{proj}.weight"), &[d, d], mat, false)?;
+            add(format!("{l}.self_attn.{proj}.bias"), &[d], bias, false)?;
+        }
+        for ln in ["layer_norm1", "layer_norm2"] {
+            add(format!("{l}.{ln}.weight"), &[d], scale, false)?;
+            add(format!("{l}.{ln}.bias"), &[d], bias, false)?;
+        }
+        add(
+            format!("{l}.mlp.fc1.weight"),
+            &[v.intermediate_size, d],
+            mat,
+            false,
+        )?;
+        add(
+            format!("{l}.mlp.fc1.bias"),
+            &[v.intermediate_size],
+            bias,
+            false,
+        )?;
+        add(
+            format!("{l}.mlp.fc2.weight"),
+            &[d, v.intermediate_size],
+            mat,
+            false,
+        )?;
+        add(format!("{l}.mlp.fc2.bias"), &[d], bias, false)?;
+    }
+    let t = &cfg.text;
+    let h = t.hidden_size;
+    for (name, inp) in [("linear_1", cfg.projector_in()), ("linear_2", h)] {
+        add(
+            format!("multi_modal_projector.{name}.weight"),
+            &[h, inp],
+            mat,
+            true,
+        )?;
+        if cfg.projector_bias {
+            add(
+                format!("multi_modal_projector.{name}.bias"),
+                &[h],
+                bias,
+                true,
+            )?;
+        }
+    }
+    let lm = "language_model.model";
+    add(
+        format!("{lm}.embed_tokens.weight"),
+        &[t.vocab_size, h],
+        emb,
+        true,
+    )?;
+    let (q, kv) = (
+        t.num_attention_heads * t.head_dim,
+        t.num_key_value_heads * t.head_dim,
+    );
+    for i in 0..t.num_hidden_layers {
+        let l = format!("{lm}.layers.{i}");
+        for (name, out, inp) in [
+            ("self_attn.q_proj", q, h),
+            ("self_attn.k_proj", kv, h),
+            ("self_attn.v_proj", kv, h),
+            ("self_attn.o_proj", h, q),
+            ("mlp.gate_proj", t.intermediate_size, h),
+            ("mlp.up_proj", t.intermediate_size, h),
+            ("mlp.down_proj", h, t.intermediate_size),
+        ] {
+            add(format!("{l}.{name}.weight"), &[out, inp], mat, true)?;
+        }
+        add(format!("{l}.input_layernorm.weight"), &[h], scale, true)?;
+        add(
+            format!("{l}.post_attention_layernorm.weight"),
+            &[h],
+            scale,
+            true,
+        )?;
+    }
+    add(format!("{lm}.norm.weight"), &[h], scale, true)?;
+    add(
+        "language_model.lm_head.weight".into(),
+        &[t.vocab_size, h],
+        mat,
+        true,
+    )?;
+    Ok((map, vit_params))
+}
+
+/// Pairs shaped like the anchor's: 576 image tokens + `text_len` text tokens per sequence, the
+/// last `text_len / 2` of them the scored answer; chosen and rejected share the rest.
+fn batch(pairs: usize, text_len: usize, dev: &Device) -> Result<PairBatch> {
+    let answer = text_len / 2;
+    let prompt = text_len - answer - 1;
+    let tok = |i: usize| (1 + (i * 7919) % 31990) as u32;
+    let encoded = (0..pairs)
+        .map(|p| {
+            let mut prefix = vec![1u32];
+            prefix.extend(std::iter::repeat_n(IMAGE_TOKEN, 576));
+            prefix.extend((0..prompt).map(|i| tok(p * 1000 + i)));
+            let side = |off: usize| {
+                let mut ids = prefix.clone();
+                ids.extend((0..answer).map(|i| tok(off + p * 1000 + i)));
+                EncodedAnswer {
+                    input_ids: ids,
+                    answer_start: prefix.len(),
+                    boundary_merged: false,
+                    truncated: false,
+                }
+            };
+            EncodedPair {
+                chosen: side(100_000),
+                rejected: side(200_000),
+                shared_prefix: prefix.len(),
+            }
+        })
+        .collect();
+    let px = Tensor::randn(0f32, 1.0, (pairs, 3, 336, 336), dev)?.to_dtype(DType::BF16)?;
+    Ok(PairBatch {
+        images: Images::Pixels(px),
+        pairs: encoded,
+    })
+}
+
+/// Device memory in use (all processes), GiB.
+#[cfg(feature = "cuda")]
+fn used_gib() -> Option<f64> {
+    let (free, total) = candle_core::cuda_backend::cudarc::driver::result::mem_get_info().ok()?;
+    Some((total - free) as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn used_gib() -> Option<f64> {
+    None
+}
+
+pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
+    let text_len = 160;
+    let cfg = config(lm)?;
+    let t0 = Instant::now();
+    let (weights, vit_params) = random_weights(&cfg, dev)?;
+    let opts = LoadOptions {
+        dtype: DType::BF16,
+        device: dev.clone(),
+        trainable: Trainable::Full,
+    };
+    let model = LlavaModel::from_checkpoint(
+        cfg.clone(),
+        Checkpoint::from_tensors(weights, "random (GPU)"),
+        &opts,
+    )
+    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    dev.synchronize()?;
+    eprintln!(
+        "llava-{lm}: random weights on the GPU in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let vars: Vec<Var> = model.trainable_vars().values().cloned().collect();
+    let n_train: usize = vars.iter().map(|v| v.elem_count()).sum();
+    let mut opt = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: 5e-7,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+    )?;
+    let batch = batch(pairs, text_len, dev)?;
+    let rc: Vec<f32> = (0..pairs).map(|i| -200.0 - (i % 7) as f32).collect();
+    let rr: Vec<f32> = (0..pairs).map(|i| -200.5 - (i % 5) as f32).collect();
+    let alpha_d: Vec<f32> = (0..pairs).map(|i| 0.5 + (i % 10) as f32 / 10.0).collect();
+    let dama = DamaConfig::<f32>::default();
+    let mut state = DamaState::<f32>::new(0);
+    let (mut times, mut peak) = (Vec::new(), 0f64);
+    for s in 0..steps + 2 {
+        dev.synchronize()?;
+        let t = Instant::now();
+        let lp = model
+            .pair_logps(&batch, true)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let (pc, pr) = (lp.chosen.to_vec1::<f32>()?, lp.rejected.to_vec1::<f32>()?);
+        let out = dama_core::step(
+            &dama,
+            &mut state,
+            &StepInput {
+                policy_chosen: &pc,
+                policy_rejected: &pr,
+                ref_chosen: &rc,
+                ref_rejected: &rr,
+                alpha_d: Some(&alpha_d),
+                forced_mask: None,
+            },
+        )
+        .map_err(|e| candle_core::Error::Msg(format!("{e:?}")))?;
+        let w = Tensor::from_vec(out.grad_margins, pairs, dev)?;
+        let objective = ((&lp.chosen - &lp.rejected)? * w)?.sum_all()?;
+        let grads = objective.backward()?;
+        opt.step(&grads)?;
+        drop(grads);
+        dev.synchronize()?;
+        peak = peak.max(used_gib().unwrap_or(0.0));
+        if s >= 2 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let step = times[times.len() / 2];
+    // The anchor's FLOP count for its own token count (2·pairs rows of 576 + text_len tokens),
+    // so the two MFUs compare the same useful work; our shared prefix runs fewer tokens.
+    let t = &cfg.text;
+    let seq = 576 + text_len;
+    let toks = (2 * pairs * seq) as f64;
+    let emb = (t.vocab_size * t.hidden_size) as f64;
+    let flops_lm = 6.0 * (n_train as f64 - emb) * toks
+        + 6.0 * 2.0 * (t.num_hidden_layers * t.hidden_size * seq) as f64 * toks / 2.0;
+    let flops_vit = 2.0 * vit_params as f64 * 577.0 * (2 * pairs) as f64;
+    let lm_tokens = pairs * (seq + text_len / 2);
+    println!(
+        "{}",
+        json!({"config": format!("llava-{lm}"), "pairs_per_step": pairs, "seq_len": seq,
+               "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
+               "lm_tokens_per_step_shared_prefix": lm_tokens,
+               "mfu_vs_989_anchor_flops": (flops_lm + flops_vit) / step / PEAK_BF16,
+               "device_mem_used_gib_max_after_step": peak})
+    );
+    Ok(())
+}

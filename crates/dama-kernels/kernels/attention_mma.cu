@@ -1,0 +1,509 @@
+// Tensor-core flash attention (FlashAttention-2 style), bf16 in, f32 accumulation, forward
+// and backward, for head dimensions D in {32, 64, 80, 96, 128}. sm_80+ (mma.sync
+// m16n8k16 bf16, inline PTX); nothing newer is used, so the same PTX serves A100 and
+// H100/H200. The plain-FMA kernels of attention.cu stay the fallback (f32, other D) and the
+// reference the GPU check compares both against.
+//
+// Fragment layouts of mma.m16n8k16 (PTX ISA), g = lane / 4, c = lane % 4:
+//   A (16x16, row-major), 4 regs of 2 bf16: (g, 2c..), (g+8, 2c..), (g, 2c+8..), (g+8, 2c+8..)
+//   B (16x8,  col-major), 2 regs of 2 bf16: (k = 2c.., n = g), (k = 2c+8.., n = g)
+//   C (16x8,  f32), 4 floats: (g, 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
+// The C fragments of two adjacent 8-column tiles are, packed to bf16, the A fragment of one
+// 16-wide k-step, so P and dS never leave registers.
+//
+// Masks, layouts, log-sum-exp: as attention.cu (per-query key spans [s.x, s.y) ∪ [s.z, s.w);
+// q (b, t, hq, D), k, v (b, t, hkv, D) through strides in elements with a contiguous last
+// dimension; out, dq, dk, dv contiguous; lse (b, t, hq) f32 in natural log, −inf for a query
+// with no allowed key, whose output and dQ are 0). Key tiles no query of a block may see are
+// skipped; inside a tile, disallowed (query, key) pairs get probability 0.
+#include "common.cuh"
+
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+typedef __nv_bfloat16 bf16;
+
+struct Strides {
+    long long s0, s1, s2;
+};
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// c += a·b, m16n8k16, bf16 inputs, f32 accumulators.
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+#ifdef DAMA_EMU  // kernels/emu: the CPU emulation of one warp's mma (no GPU needed)
+    emu_mma(c, a, b0, b1);
+    return;
+#endif
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Rows [r0, r0 + ROWS) of head h of a (b, t, heads, D) tensor into a shared (ROWS, P) tile;
+// rows >= t are zero. 16-byte loads where the row is 16-byte aligned, else 2-byte ones.
+template <int ROWS, int D, int P>
+__device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, Strides st, int bi, int h,
+                                          int r0, int t) {
+    constexpr int CH = D / 8;
+    for (int e = threadIdx.x; e < ROWS * CH; e += blockDim.x) {
+        const int r = e / CH, c = (e % CH) * 8;
+        uint4 v = make_uint4(0u, 0u, 0u, 0u);
+        if (r0 + r < t) {
+            const bf16* p = src + bi * st.s0 + (long long)(r0 + r) * st.s1 + h * st.s2 + c;
+            if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+                v = *reinterpret_cast<const uint4*>(p);
+            } else {
+                const unsigned short* u = reinterpret_cast<const unsigned short*>(p);
+                v.x = (uint32_t)u[0] | ((uint32_t)u[1] << 16);
+                v.y = (uint32_t)u[2] | ((uint32_t)u[3] << 16);
+                v.z = (uint32_t)u[4] | ((uint32_t)u[5] << 16);
+                v.w = (uint32_t)u[6] | ((uint32_t)u[7] << 16);
+            }
+        }
+        *reinterpret_cast<uint4*>(tile + r * P + c) = v;
+    }
+}
+
+// The A fragment of rows [r0, r0 + 16), columns [k0, k0 + 16) of a shared (., P) tile.
+template <int P>
+__device__ __forceinline__ void frag_a(uint32_t (&a)[4], const bf16* tile, int r0, int k0) {
+    const int g = (threadIdx.x % 32) / 4, c = threadIdx.x % 4;
+    const bf16* p = tile + (r0 + g) * P + k0 + 2 * c;
+    a[0] = *reinterpret_cast<const uint32_t*>(p);
+    a[1] = *reinterpret_cast<const uint32_t*>(p + 8 * P);
+    a[2] = *reinterpret_cast<const uint32_t*>(p + 8);
+    a[3] = *reinterpret_cast<const uint32_t*>(p + 8 * P + 8);
+}
+
+// B[k][n] = tile[n0 + n][k0 + k] (the tile's rows are B's columns: K for Q·Kᵀ).
+template <int P>
+__device__ __forceinline__ void frag_b_rows(uint32_t& b0, uint32_t& b1, const bf16* tile, int n0,
+                                            int k0) {
+    const int g = (threadIdx.x % 32) / 4, c = threadIdx.x % 4;
+    const bf16* p = tile + (n0 + g) * P + k0 + 2 * c;
+    b0 = *reinterpret_cast<const uint32_t*>(p);
+    b1 = *reinterpret_cast<const uint32_t*>(p + 8);
+}
+
+// B[k][n] = tile[k0 + k][n0 + n] (the tile's rows are B's rows: V for P·V).
+template <int P>
+__device__ __forceinline__ void frag_b_cols(uint32_t& b0, uint32_t& b1, const bf16* tile, int k0,
+                                            int n0) {
+    const int g = (threadIdx.x % 32) / 4, c = threadIdx.x % 4;
+    const unsigned short* u = reinterpret_cast<const unsigned short*>(tile) + (k0 + 2 * c) * P + n0 + g;
+    b0 = (uint32_t)u[0] | ((uint32_t)u[P] << 16);
+    b1 = (uint32_t)u[8 * P] | ((uint32_t)u[9 * P] << 16);
+}
+
+// The A fragment of k-step kk made of C fragments 2kk and 2kk + 1.
+__device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+    a[0] = pack_bf16(c0[0], c0[1]);
+    a[1] = pack_bf16(c0[2], c0[3]);
+    a[2] = pack_bf16(c1[0], c1[1]);
+    a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// Smallest first key and largest end over the spans of queries [q0, q0 + n) (shared result).
+__device__ __forceinline__ void key_range(const uint4* spans, int bi, int t, int q0, int n,
+                                          unsigned int* lo, unsigned int* hi) {
+    if (threadIdx.x == 0) {
+        *lo = (unsigned int)t;
+        *hi = 0u;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        if (q0 + i >= t) break;
+        const uint4 s = spans[(size_t)bi * t + q0 + i];
+        if (s.y > s.x) {
+            atomicMin(lo, s.x);
+            atomicMax(hi, s.y);
+        }
+        if (s.w > s.z) {
+            atomicMin(lo, s.z);
+            atomicMax(hi, s.w);
+        }
+    }
+    __syncthreads();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: a block = 4 warps = 64 queries of one (batch, head); key tiles of 64.
+
+#define FWD_BQ 64
+#define FWD_BK 64
+
+template <int D>
+__device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,
+                             bf16* out, float* lse, int t, int hq, int hkv, Strides qs, Strides ks,
+                             Strides vs, float scale) {
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = FWD_BK / 8;
+    __shared__ __align__(16) bf16 ksm[FWD_BK * P];
+    __shared__ __align__(16) bf16 vsm[FWD_BK * P];
+    __shared__ unsigned int klo, khi;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cc = lane % 4;
+    const int bi = blockIdx.z, h = blockIdx.y, kvh = h / (hq / hkv);
+    const int q0 = blockIdx.x * FWD_BQ;
+    const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    uint4 sp[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+        sp[r] = row[r] < t ? spans[(size_t)bi * t + row[r]] : make_uint4(0u, 0u, 0u, 0u);
+    key_range(spans, bi, t, q0, FWD_BQ, &klo, &khi);
+
+    // Q through shared memory into A fragments (kept in registers for the whole loop).
+    load_rows<FWD_BQ, D, P>(ksm, q, qs, bi, h, q0, t);
+    __syncthreads();
+    uint32_t qf[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) frag_a<P>(qf[kk], ksm, warp * 16, kk * 16);
+    __syncthreads();
+
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float mx[2] = {DAMA_NEG_INF, DAMA_NEG_INF}, l[2] = {0.0f, 0.0f};
+    const float c2 = scale * LOG2E;
+    const int lo = (int)klo, hi = (int)khi;
+
+    for (int j0 = lo; j0 < hi; j0 += FWD_BK) {
+        const int j1 = j0 + FWD_BK;
+        const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
+        if (!__syncthreads_or(mine)) continue;
+        load_rows<FWD_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+        load_rows<FWD_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+        __syncthreads();
+        if (__any_sync(0xffffffffu, mine)) {
+            float s[ST][4];
+#pragma unroll
+            for (int n = 0; n < ST; ++n) {
+                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < KS; ++kk) {
+                    uint32_t b0, b1;
+                    frag_b_rows<P>(b0, b1, ksm, n * 8, kk * 16);
+                    mma16816(s[n], qf[kk], b0, b1);
+                }
+            }
+            bool full[2];
+#pragma unroll
+            for (int r = 0; r < 2; ++r) full[r] = sp[r].x <= (unsigned)j0 && (unsigned)j1 <= sp[r].y;
+#pragma unroll
+            for (int n = 0; n < ST; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
+                    const bool ok = full[r] || span_has(sp[r], j);
+                    s[n][e] = ok ? s[n][e] * c2 : DAMA_NEG_INF;
+                }
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float m = DAMA_NEG_INF;
+#pragma unroll
+                for (int n = 0; n < ST; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+                const float mnew = fmaxf(mx[r], m);
+                const float base = mnew == DAMA_NEG_INF ? 0.0f : mnew;
+                const float corr = exp2f(mx[r] - base);
+                mx[r] = mnew;
+                float sum = 0.0f;
+#pragma unroll
+                for (int n = 0; n < ST; ++n) {
+                    s[n][2 * r] = exp2f(s[n][2 * r] - base);
+                    s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+                    sum += s[n][2 * r] + s[n][2 * r + 1];
+                }
+                l[r] = l[r] * corr + sum;
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    o[n][2 * r] *= corr;
+                    o[n][2 * r + 1] *= corr;
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < FWD_BK / 16; ++kk) {
+                uint32_t a[4];
+                c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    uint32_t b0, b1;
+                    frag_b_cols<P>(b0, b1, vsm, kk * 16, n * 8);
+                    mma16816(o[n], a, b0, b1);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        if (row[r] >= t) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        bf16* op = out + (((size_t)bi * t + row[r]) * hq + h) * D + 2 * cc;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+            *reinterpret_cast<uint32_t*>(op + n * 8) = pack_bf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        if (cc == 0)
+            lse[((size_t)bi * t + row[r]) * hq + h] =
+                l[r] > 0.0f ? (mx[r] + log2f(l[r])) * LN2 : DAMA_NEG_INF;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dQ = scale·Σ_j dS_ij·K_j, dS = P ⊙ (dO·Vᵀ − delta): a block = 4 warps = 64 queries of one
+// (batch, head); key tiles of 32.
+
+#define DQ_BQ 64
+#define DQ_BK 32
+
+template <int D>
+__device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                const uint4* spans, const float* lse, const float* delta,
+                                bf16* dq, int t, int hq, int hkv, Strides qs, Strides ks,
+                                Strides vs, Strides gs, float scale) {
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = DQ_BK / 8;
+    __shared__ __align__(16) bf16 ksm[DQ_BQ * P];  // Q / dO staging, then K tiles (DQ_BK rows)
+    __shared__ __align__(16) bf16 vsm[DQ_BK * P];
+    __shared__ unsigned int klo, khi;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cc = lane % 4;
+    const int bi = blockIdx.z, h = blockIdx.y, kvh = h / (hq / hkv);
+    const int q0 = blockIdx.x * DQ_BQ;
+    const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    uint4 sp[2];
+    float l2[2], dl[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        const bool in = row[r] < t;
+        const size_t i = ((size_t)bi * t + (in ? row[r] : 0)) * hq + h;
+        sp[r] = in ? spans[(size_t)bi * t + row[r]] : make_uint4(0u, 0u, 0u, 0u);
+        l2[r] = in ? lse[i] * LOG2E : 0.0f;
+        dl[r] = in ? delta[i] : 0.0f;
+    }
+    key_range(spans, bi, t, q0, DQ_BQ, &klo, &khi);
+
+    uint32_t qf[KS][4], gf[KS][4];
+    load_rows<DQ_BQ, D, P>(ksm, q, qs, bi, h, q0, t);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) frag_a<P>(qf[kk], ksm, warp * 16, kk * 16);
+    __syncthreads();
+    load_rows<DQ_BQ, D, P>(ksm, dout, gs, bi, h, q0, t);
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) frag_a<P>(gf[kk], ksm, warp * 16, kk * 16);
+    __syncthreads();
+
+    float acc[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const float c2 = scale * LOG2E;
+    const int lo = (int)klo, hi = (int)khi;
+    for (int j0 = lo; j0 < hi; j0 += DQ_BK) {
+        const int j1 = j0 + DQ_BK;
+        const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
+        if (!__syncthreads_or(mine)) continue;
+        load_rows<DQ_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+        load_rows<DQ_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+        __syncthreads();
+        if (__any_sync(0xffffffffu, mine)) {
+            float s[ST][4], dp[ST][4];
+#pragma unroll
+            for (int n = 0; n < ST; ++n) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+                for (int kk = 0; kk < KS; ++kk) {
+                    uint32_t b0, b1;
+                    frag_b_rows<P>(b0, b1, ksm, n * 8, kk * 16);
+                    mma16816(s[n], qf[kk], b0, b1);
+                    frag_b_rows<P>(b0, b1, vsm, n * 8, kk * 16);
+                    mma16816(dp[n], gf[kk], b0, b1);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < ST; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int r = e / 2;
+                    const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
+                    const float p = span_has(sp[r], j) ? exp2f(s[n][e] * c2 - l2[r]) : 0.0f;
+                    dp[n][e] = p * (dp[n][e] - dl[r]);
+                }
+#pragma unroll
+            for (int kk = 0; kk < DQ_BK / 16; ++kk) {
+                uint32_t a[4];
+                c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    uint32_t b0, b1;
+                    frag_b_cols<P>(b0, b1, ksm, kk * 16, n * 8);
+                    mma16816(acc[n], a, b0, b1);
+                }
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (row[r] >= t) continue;
+        bf16* op = dq + (((size_t)bi * t + row[r]) * hq + h) * D + 2 * cc;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+            *reinterpret_cast<uint32_t*>(op + n * 8) =
+                pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dK = scale·Σ_i dS_ij·Q_i, dV = Σ_i P_ij·dO_i over every head of the group: a block = 2 warps
+// = 32 keys of one (batch, kv head); query tiles of 32, transposed scores (keys as rows).
+
+#define KV_BK 32
+#define KV_BQ 32
+
+template <int D>
+__device__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
+                                  const uint4* spans, const float* lse, const float* delta,
+                                  bf16* dk, bf16* dv, int t, int hq, int hkv, Strides qs,
+                                  Strides ks, Strides vs, Strides gs, float scale) {
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = KV_BQ / 8;
+    __shared__ __align__(16) bf16 ksm[KV_BK * P];
+    __shared__ __align__(16) bf16 vsm[KV_BK * P];
+    __shared__ __align__(16) bf16 qsm[KV_BQ * P];
+    __shared__ __align__(16) bf16 gsm[KV_BQ * P];
+    __shared__ float l2sm[KV_BQ], dsm[KV_BQ];
+    __shared__ uint4 ssm[KV_BQ];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cc = lane % 4;
+    const int bi = blockIdx.z, kvh = blockIdx.y, rep = hq / hkv;
+    const int j0 = blockIdx.x * KV_BK, j1 = j0 + KV_BK;
+    const unsigned key[2] = {(unsigned)(j0 + warp * 16 + g), (unsigned)(j0 + warp * 16 + g + 8)};
+    load_rows<KV_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+    load_rows<KV_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+
+    float ak[NT][4], av[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ak[n][e] = av[n][e] = 0.0f;
+    const float c2 = scale * LOG2E;
+    for (int h = kvh * rep; h < (kvh + 1) * rep; ++h) {
+        for (int i0 = 0; i0 < t; i0 += KV_BQ) {
+            bool meet = false;
+            for (int i = threadIdx.x; i < KV_BQ && i0 + i < t; i += blockDim.x)
+                meet |= span_meets(spans[(size_t)bi * t + i0 + i], j0, j1);
+            if (!__syncthreads_or(meet)) continue;
+            load_rows<KV_BQ, D, P>(qsm, q, qs, bi, h, i0, t);
+            load_rows<KV_BQ, D, P>(gsm, dout, gs, bi, h, i0, t);
+            for (int i = threadIdx.x; i < KV_BQ; i += blockDim.x) {
+                const bool in = i0 + i < t;
+                const size_t r = ((size_t)bi * t + (in ? i0 + i : 0)) * hq + h;
+                l2sm[i] = in ? lse[r] * LOG2E : 0.0f;
+                dsm[i] = in ? delta[r] : 0.0f;
+                ssm[i] = in ? spans[(size_t)bi * t + i0 + i] : make_uint4(0u, 0u, 0u, 0u);
+            }
+            __syncthreads();
+            float s[ST][4], dp[ST][4];
+#pragma unroll
+            for (int n = 0; n < ST; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; ++kk) {
+                uint32_t a[4], b[4];
+                frag_a<P>(a, ksm, warp * 16, kk * 16);
+                frag_a<P>(b, vsm, warp * 16, kk * 16);
+#pragma unroll
+                for (int n = 0; n < ST; ++n) {
+                    uint32_t b0, b1;
+                    frag_b_rows<P>(b0, b1, qsm, n * 8, kk * 16);
+                    mma16816(s[n], a, b0, b1);
+                    frag_b_rows<P>(b0, b1, gsm, n * 8, kk * 16);
+                    mma16816(dp[n], b, b0, b1);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < ST; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int qi = n * 8 + 2 * cc + (e & 1);
+                    const float p = span_has(ssm[qi], key[e / 2])
+                                        ? exp2f(s[n][e] * c2 - l2sm[qi])
+                                        : 0.0f;
+                    s[n][e] = p;
+                    dp[n][e] = p * (dp[n][e] - dsm[qi]);
+                }
+#pragma unroll
+            for (int kk = 0; kk < KV_BQ / 16; ++kk) {
+                uint32_t pa[4], da[4];
+                c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+                c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    uint32_t b0, b1;
+                    frag_b_cols<P>(b0, b1, gsm, kk * 16, n * 8);
+                    mma16816(av[n], pa, b0, b1);
+                    frag_b_cols<P>(b0, b1, qsm, kk * 16, n * 8);
+                    mma16816(ak[n], da, b0, b1);
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (key[r] >= (unsigned)t) continue;
+        const size_t o = (((size_t)bi * t + key[r]) * hkv + kvh) * D + 2 * cc;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            *reinterpret_cast<uint32_t*>(dk + o + n * 8) =
+                pack_bf16(ak[n][2 * r] * scale, ak[n][2 * r + 1] * scale);
+            *reinterpret_cast<uint32_t*>(dv + o + n * 8) = pack_bf16(av[n][2 * r], av[n][2 * r + 1]);
+        }
+    }
+}
+
+#define STRIDES(p) Strides { p##0, p##1, p##2 }
+
+#define ATTN_MMA(D)                                                                              \
+    extern "C" __global__ void __launch_bounds__(128)                                            \
+        attn_mma_fwd_d##D(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,       \
+                          bf16* out, float* lse, int t, int hq, int hkv, long long qs0,          \
+                          long long qs1, long long qs2, long long ks0, long long ks1,            \
+                          long long ks2, long long vs0, long long vs1, long long vs2,            \
+                          float scale) {                                                         \
+        attn_fwd_mma<D>(q, k, v, spans, out, lse, t, hq, hkv, STRIDES(qs), STRIDES(ks),         \
+                        STRIDES(vs), scale);                                                     \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) attn_mma_bwd_dq_d##D(                      \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,       \
+        const float* lse, const float* delta, bf16* dq, int t, int hq, int hkv, long long qs0,   \
+        long long qs1, long long qs2, long long ks0, long long ks1, long long ks2,               \
+        long long vs0, long long vs1, long long vs2, long long gs0, long long gs1,               \
+        long long gs2, float scale) {                                                            \
+        attn_bwd_dq_mma<D>(q, k, v, dout, spans, lse, delta, dq, t, hq, hkv, STRIDES(qs),        \
+                           STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                        \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(64) attn_mma_bwd_dkdv_d##D(                     \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,       \
+        const float* lse, const float* delta, bf16* dk, bf16* dv, int t, int hq, int hkv,        \
+        long long qs0, long long qs1, long long qs2, long long ks0, long long ks1,               \
+        long long ks2, long long vs0, long long vs1, long long vs2, long long gs0,               \
+        long long gs1, long long gs2, float scale) {                                             \
+        attn_bwd_dkdv_mma<D>(q, k, v, dout, spans, lse, delta, dk, dv, t, hq, hkv, STRIDES(qs), \
+                             STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                      \
+    }
+
+ATTN_MMA(32)
+ATTN_MMA(64)
+ATTN_MMA(80)
+ATTN_MMA(96)
+ATTN_MMA(128)

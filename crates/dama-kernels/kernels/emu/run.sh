@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds and runs the CPU emulation test of the tensor-core attention kernels (see
+# attention_mma.cpp). CUDA headers from $CUDA_PATH (source ../shared/cuda/setup-cuda13.sh).
+# ASAN=1 adds AddressSanitizer + UBSan (catches out-of-bounds reads a GPU would fault on).
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+inc="${CUDA_PATH:-/opt/dama-cuda13/nvidia/cu13}/include"
+out=$(mktemp -d)
+flags="-std=c++20 -O1 -pthread"
+[ "${ASAN:-0}" = 1 ] && flags="$flags -g -fsanitize=address,undefined"
+g++ $flags -I"$inc" -o "$out/attention_mma_emu" "$here/attention_mma.cpp"
+"$out/attention_mma_emu"
+rc=$?
+rm -rf "$out"
+exit $rc

@@ -1,0 +1,48 @@
+//! Fused candle ops with hand-written backwards for training LLaVA: the pieces of a LLaMA
+//! decoder layer and the answer-log-prob head that candle 0.11 either lacks a backward for or
+//! runs as long chains of small differentiable ops.
+//!
+//! | op | forward | backward |
+//! | --- | --- | --- |
+//! | [`rms_norm`] | one pass per row | input and weight gradients, one pass |
+//! | [`rope`] | rotate-half RoPE on `(b, t, h, d)` views | rotation by −θ |
+//! | [`attention`] | flash-style online softmax, masks as per-query key spans ([`AttnMask`]) | recomputed from the saved log-sum-exp, no `t×t` matrix |
+//! | [`swiglu`] | `silu(a)·b` | both inputs |
+//! | [`token_logprobs`] | linear + log-softmax + gather, chunked over the vocabulary | hidden and weight gradients, chunked |
+//! | [`layer_norm`], [`quick_gelu`] | forward only (the frozen CLIP tower) | none: an error if a graph reaches them |
+//! | [`checkpoint`] | runs a layer without keeping its activations | runs it again with a graph |
+//!
+//! Every op runs on the CPU (multi-threaded with rayon) and, with the `cuda` feature, on CUDA
+//! (`kernels/*.cu`, compiled by nvcc at build time). Inputs may be f32, f64, bf16 or f16;
+//! arithmetic is in f32 (f64 for f64 inputs); results are rounded to the input dtype where
+//! transformers' eager implementation rounds, so a bf16 model keeps its oracle's numbers.
+//! [`reference`] holds the compositions of differentiable candle ops the fused ops are tested
+//! against.
+
+mod attention;
+mod checkpoint;
+mod clip_ops;
+#[cfg(feature = "cuda")]
+mod cuda;
+mod elem;
+mod head;
+mod io;
+mod mask;
+pub mod reference;
+mod rms_norm;
+mod rope;
+mod swiglu;
+#[cfg(test)]
+mod testing;
+
+pub use attention::{
+    CudaAttention, MMA_HEAD_DIMS, attention, cuda_attention, cuda_attention_path, set_cuda_attention,
+};
+pub use checkpoint::{Recompute, checkpoint};
+pub use clip_ops::{layer_norm, quick_gelu};
+pub use elem::acc_dtype;
+pub use head::{DEFAULT_VOCAB_CHUNK, token_logprobs};
+pub use mask::AttnMask;
+pub use rms_norm::rms_norm;
+pub use rope::rope;
+pub use swiglu::swiglu;

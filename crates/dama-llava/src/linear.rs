@@ -1,0 +1,121 @@
+//! A linear layer on 2-D input (callers flatten `(b, t, d)` to `(b·t, d)`: one plain GEMM,
+//! whose backward is two GEMMs, where candle's `broadcast_matmul` is slow), with an optional
+//! LoRA adapter.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::Result;
+use crate::params::{Grad, LoraConfig, ParamLoader};
+
+/// `B A` of a LoRA adapter and its scale `alpha / rank`.
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Canonical name of the layer, without `.weight` (e.g. `language_model.model.layers.0.self_attn.q_proj`).
+    pub name: String,
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub lora: Option<LoraAdapter>,
+}
+
+impl Linear {
+    /// Loads `{name}.weight` `(out, inp)` and, with `bias`, `{name}.bias`; adds a LoRA adapter
+    /// when `lora` is given.
+    pub(crate) fn load(
+        p: &mut ParamLoader<'_>,
+        name: &str,
+        (out, inp): (usize, usize),
+        bias: bool,
+        trainable: bool,
+        lora: Option<&LoraConfig>,
+    ) -> Result<Self> {
+        let weight = p.load(&format!("{name}.weight"), &[out, inp], trainable)?;
+        let bias = if bias {
+            Some(p.load(&format!("{name}.bias"), &[out], trainable)?)
+        } else {
+            None
+        };
+        let lora = match lora {
+            None => None,
+            Some(cfg) => {
+                let a = lora_a_init(cfg, name, inp, p.dtype, p.device)?;
+                let b = Tensor::zeros((out, cfg.rank), p.dtype, p.device)?;
+                Some(LoraAdapter {
+                    a: p.new_var(format!("{name}.lora_A.weight"), a)?,
+                    b: p.new_var(format!("{name}.lora_B.weight"), b)?,
+                    scale: cfg.scale(),
+                })
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            weight,
+            bias,
+            lora,
+        })
+    }
+
+    /// `x W^T + b (+ scale · (x A^T) B^T)` for `x` of shape `(n, in)`.
+    pub fn forward(&self, x: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
+        let mut y = x.matmul(&grad.w(&self.weight).t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&grad.w(b))?;
+        }
+        if let Some(l) = &self.lora {
+            let low = x.matmul(&grad.w(&l.a).t()?)?;
+            y = (y + (low.matmul(&grad.w(&l.b).t()?)? * l.scale)?)?;
+        }
+        Ok(y)
+    }
+
+    /// The weight with the adapter folded in, `W + scale · B A` (computed in f32), as saved.
+    pub fn merged_weight(&self) -> candle_core::Result<Tensor> {
+        let w = self.weight.detach();
+        match &self.lora {
+            None => Ok(w),
+            Some(l) => {
+                let dt = w.dtype();
+                let up = if dt == DType::F64 {
+                    DType::F64
+                } else {
+                    DType::F32
+                };
+                let delta =
+                    l.b.detach()
+                        .to_dtype(up)?
+                        .matmul(&l.a.detach().to_dtype(up)?)?;
+                (w.to_dtype(up)? + (delta * l.scale)?)?.to_dtype(dt)
+            }
+        }
+    }
+}
+
+/// A's initial values: uniform in ±1/√in (PEFT's kaiming-uniform with a = √5), from a stream
+/// seeded by the config's seed and the layer's name, so that runs are reproducible.
+fn lora_a_init(
+    cfg: &LoraConfig,
+    name: &str,
+    inp: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mut rng = dama_core::Xoshiro256::seed_from(cfg.seed ^ fnv1a(name));
+    let bound = 1.0 / (inp as f64).sqrt();
+    let values: Vec<f32> = (0..cfg.rank * inp)
+        .map(|_| ((2.0 * rng.open01() - 1.0) * bound) as f32)
+        .collect();
+    Ok(Tensor::from_vec(values, (cfg.rank, inp), device)?.to_dtype(dtype)?)
+}
+
+/// FNV-1a, to turn a layer name into a seed.
+pub(crate) fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}

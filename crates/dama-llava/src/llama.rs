@@ -1,0 +1,360 @@
+//! The LLaMA / Vicuna language model of LLaVA, on flattened `(rows·seq, hidden)` activations.
+//! Positions and the attention mask come from outside ([`AttentionInputs`]), built once per
+//! batch: that is what lets one packed row hold a shared prefix and two answers.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use dama_kernels::{AttnMask, Recompute};
+
+use crate::config::TextConfig;
+use crate::error::Result;
+use crate::linear::Linear;
+use crate::ops;
+use crate::params::{Grad, LoraTarget, ParamLoader, Trainable};
+
+/// Per-batch inputs of every attention layer.
+#[derive(Clone)]
+pub struct AttentionInputs {
+    pub rows: usize,
+    pub seq_len: usize,
+    /// `(rows, 1, seq, head_dim)`, one row per token's position.
+    pub cos: Tensor,
+    pub sin: Tensor,
+    /// Which keys each query sees, as the fused attention's per-query key spans: built on the
+    /// host from the layout, never materialised as a (seq × seq) tensor on the device.
+    pub mask: AttnMask,
+}
+
+#[derive(Clone)]
+struct DecoderLayer {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+pub struct Llama {
+    pub(crate) cfg: TextConfig,
+    pub(crate) embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    pub(crate) norm: Tensor,
+    /// Same tensor as `embed_tokens` when the config ties them.
+    pub(crate) lm_head: Tensor,
+    tied: bool,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    checkpoint_layers: bool,
+}
+
+impl DecoderLayer {
+    /// Every tensor the layer reads (the trainable ones get gradients through a checkpoint).
+    fn tensors(&self) -> Vec<Tensor> {
+        let mut out = vec![self.input_norm.clone(), self.post_norm.clone()];
+        for lin in [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ] {
+            out.push(lin.weight.clone());
+            out.extend(lin.bias.iter().cloned());
+            if let Some(l) = &lin.lora {
+                out.extend([l.a.clone(), l.b.clone()]);
+            }
+        }
+        out
+    }
+}
+
+const PREFIX: &str = "language_model.model";
+
+impl Llama {
+    pub(crate) fn load(
+        p: &mut ParamLoader<'_>,
+        cfg: &TextConfig,
+        tied: bool,
+        trainable: &Trainable,
+    ) -> Result<Self> {
+        let train = trainable.language_model();
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (nq, nkv, inter) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.intermediate_size,
+        );
+        let embed_tokens = p.load(
+            &format!("{PREFIX}.embed_tokens.weight"),
+            &[cfg.vocab_size, h],
+            train,
+        )?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = format!("{PREFIX}.layers.{i}");
+            let mut lin = |name: &str, shape, bias, target| {
+                Linear::load(
+                    p,
+                    &format!("{l}.{name}"),
+                    shape,
+                    bias,
+                    train,
+                    trainable.lora_for(target),
+                )
+            };
+            let ab = cfg.attention_bias;
+            let mb = cfg.mlp_bias;
+            let q = lin("self_attn.q_proj", (nq * hd, h), ab, LoraTarget::QProj)?;
+            let k = lin("self_attn.k_proj", (nkv * hd, h), ab, LoraTarget::KProj)?;
+            let v = lin("self_attn.v_proj", (nkv * hd, h), ab, LoraTarget::VProj)?;
+            let o = lin("self_attn.o_proj", (h, nq * hd), ab, LoraTarget::OProj)?;
+            let gate = lin("mlp.gate_proj", (inter, h), mb, LoraTarget::GateProj)?;
+            let up = lin("mlp.up_proj", (inter, h), mb, LoraTarget::UpProj)?;
+            let down = lin("mlp.down_proj", (h, inter), mb, LoraTarget::DownProj)?;
+            layers.push(DecoderLayer {
+                input_norm: p.load(&format!("{l}.input_layernorm.weight"), &[h], train)?,
+                q,
+                k,
+                v,
+                o,
+                post_norm: p.load(&format!("{l}.post_attention_layernorm.weight"), &[h], train)?,
+                gate,
+                up,
+                down,
+            });
+        }
+        let norm = p.load(&format!("{PREFIX}.norm.weight"), &[h], train)?;
+        let lm_head = if tied {
+            embed_tokens.clone()
+        } else {
+            p.load("language_model.lm_head.weight", &[cfg.vocab_size, h], train)?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            tied,
+            checkpoint_layers: false,
+        })
+    }
+
+    /// Activation checkpointing: with `on`, a tracked forward keeps only each decoder layer's
+    /// input and output, and the backward runs each layer again (one more forward of the
+    /// language model per step, for a fraction of its activation memory). Same numbers.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.checkpoint_layers = on;
+    }
+
+    /// Token embeddings of `ids` `(n,)` → `(n, hidden)`.
+    pub fn embed(&self, ids: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
+        grad.w(&self.embed_tokens).index_select(ids, 0)
+    }
+
+    /// Runs every decoder layer; returns the last hidden states before the final norm.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        att: &AttentionInputs,
+        grad: Grad,
+    ) -> candle_core::Result<Tensor> {
+        let mask = &att.mask;
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = if self.checkpoint_layers && grad == Grad::Track {
+                let (c, l, a, m) = (self.cfg.clone(), layer.clone(), att.clone(), mask.clone());
+                let f: Arc<Recompute> = Arc::new(move |x: &Tensor, track: bool| {
+                    let grad = if track { Grad::Track } else { Grad::Off };
+                    layer_forward(&c, &l, x, &a, &m, grad)
+                });
+                dama_kernels::checkpoint(&x, &layer.tensors(), f)?
+            } else {
+                layer_forward(&self.cfg, layer, &x, att, mask, grad)?
+            };
+        }
+        Ok(x)
+    }
+
+    /// Sums of answer-token log-probs: final norm and vocabulary projection on the scored
+    /// positions only. `positions` index rows of `hidden`; see [`ops::answer_logprobs`].
+    pub fn answer_logprobs(
+        &self,
+        hidden: &Tensor,
+        positions: &Tensor,
+        targets: &Tensor,
+        segments: &Tensor,
+        num_segments: usize,
+        grad: Grad,
+    ) -> candle_core::Result<Tensor> {
+        let h = hidden.index_select(positions, 0)?;
+        let h = ops::rms_norm(&h, &grad.w(&self.norm), self.cfg.rms_norm_eps)?;
+        ops::answer_logprobs(&h, &grad.w(&self.lm_head), targets, segments, num_segments)
+    }
+
+    /// Every weight of the language model under its canonical name, LoRA merged (for saving).
+    pub(crate) fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let mut out = vec![(
+            format!("{PREFIX}.embed_tokens.weight"),
+            self.embed_tokens.detach(),
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("{PREFIX}.layers.{i}");
+            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                l.post_norm.detach(),
+            ));
+            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+                out.push((format!("{}.weight", lin.name), lin.merged_weight()?));
+                if let Some(b) = &lin.bias {
+                    out.push((format!("{}.bias", lin.name), b.detach()));
+                }
+            }
+        }
+        out.push((format!("{PREFIX}.norm.weight"), self.norm.detach()));
+        if !self.tied {
+            out.push((
+                "language_model.lm_head.weight".into(),
+                self.lm_head.detach(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One decoder layer (transformers' `LlamaDecoderLayer`): attention and MLP blocks, each
+/// pre-normed and residual.
+fn layer_forward(
+    c: &TextConfig,
+    l: &DecoderLayer,
+    x: &Tensor,
+    att: &AttentionInputs,
+    mask: &AttnMask,
+    grad: Grad,
+) -> candle_core::Result<Tensor> {
+    let (b, t, hd) = (att.rows, att.seq_len, c.head_dim);
+    let eps = c.rms_norm_eps;
+    let h = ops::rms_norm(x, &grad.w(&l.input_norm), eps)?;
+    // (b, h, t, d) views of the projections: the fused ops read them through strides
+    let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+        y.reshape((b, t, n, hd))?.transpose(1, 2)
+    };
+    let q = heads(l.q.forward(&h, grad)?, c.num_attention_heads)?;
+    let k = heads(l.k.forward(&h, grad)?, c.num_key_value_heads)?;
+    let v = heads(l.v.forward(&h, grad)?, c.num_key_value_heads)?;
+    let q = ops::rope(&q, &att.cos, &att.sin)?;
+    let k = ops::rope(&k, &att.cos, &att.sin)?;
+    let a = ops::attention(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?;
+    let a = a
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b * t, c.num_attention_heads * hd))?;
+    let x = (x + l.o.forward(&a, grad)?)?;
+    let h = ops::rms_norm(&x, &grad.w(&l.post_norm), eps)?;
+    let m = ops::swiglu(&l.gate.forward(&h, grad)?, &l.up.forward(&h, grad)?)?;
+    x + l.down.forward(&m, grad)?
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+
+    use crate::params::{LoraConfig, LoraTarget, Trainable};
+    use crate::processor::{Images, PairBatch};
+    use crate::template::{EncodedAnswer, EncodedPair};
+    use crate::{LlavaConfig, LlavaModel, LoadOptions, random::random_checkpoint};
+
+    fn model(trainable: Trainable) -> LlavaModel {
+        let text = r#"{"image_token_index": 60, "pad_token_id": 0,
+            "vision_config": {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+                              "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+            "text_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
+                            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
+                            "attention_bias": true}}"#;
+        let cfg = LlavaConfig::from_json_str(text, std::path::Path::new("inline")).unwrap();
+        let ckpt = random_checkpoint(&cfg, 5).unwrap();
+        let opts = LoadOptions {
+            trainable,
+            ..LoadOptions::default()
+        };
+        LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap()
+    }
+
+    fn batch(m: &LlavaModel) -> PairBatch {
+        let np = m.config().num_image_tokens();
+        let answer = |prefix: &[u32], tail: &[u32]| EncodedAnswer {
+            input_ids: [prefix, tail].concat(),
+            answer_start: prefix.len(),
+            boundary_merged: false,
+            truncated: false,
+        };
+        let pairs = (0..2u32)
+            .map(|i| {
+                let mut prefix = vec![1];
+                prefix.extend(std::iter::repeat_n(60, np));
+                prefix.extend([5 + i, 9, 12]);
+                EncodedPair {
+                    chosen: answer(&prefix, &[20 + i, 21, 22, 2]),
+                    rejected: answer(&prefix, &[30, 31 + i, 2]),
+                    shared_prefix: prefix.len(),
+                }
+            })
+            .collect();
+        let f = Tensor::randn(0f32, 1.0, (2, np, m.config().projector_in()), &Device::Cpu).unwrap();
+        PairBatch {
+            images: Images::Features(f),
+            pairs,
+        }
+    }
+
+    /// Log-prob sums and every trainable gradient, in f64 for comparing.
+    fn run(m: &LlavaModel, b: &PairBatch) -> (Vec<f64>, Vec<Vec<f64>>) {
+        let l = m.pair_logps(b, true).unwrap();
+        let obj =
+            (l.chosen.sum_all().unwrap() - (l.rejected.sum_all().unwrap() * 0.5).unwrap()).unwrap();
+        let g = obj.backward().unwrap();
+        let v = |t: &Tensor| -> Vec<f64> {
+            t.to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let sums = [v(&l.chosen), v(&l.rejected)].concat();
+        let vars: Vec<&Var> = m.trainable_vars().values().collect();
+        (
+            sums,
+            vars.iter()
+                .map(|x| v(g.get(x.as_tensor()).expect("a gradient")))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn checkpointed_layers_give_the_same_values_and_gradients_full_and_lora() {
+        let lora = LoraConfig::new(
+            2,
+            4.0,
+            vec![LoraTarget::QProj, LoraTarget::VProj, LoraTarget::DownProj],
+        );
+        for trainable in [Trainable::Full, Trainable::Lora(lora)] {
+            // LoRA's A gets an exactly zero gradient while B is zero (PEFT's initialisation)
+            let full = trainable == Trainable::Full;
+            let mut m = model(trainable);
+            let b = batch(&m);
+            let (s0, g0) = run(&m, &b);
+            m.llama.set_activation_checkpointing(true);
+            let (s1, g1) = run(&m, &b);
+            assert_eq!(s0, s1, "the forward is the same computation");
+            assert!(!g0.is_empty() && g0.len() == g1.len());
+            for (a, c) in g0.iter().zip(&g1) {
+                let scale = a.iter().fold(0f64, |x, y| x.max(y.abs())).max(1e-30);
+                let err = a.iter().zip(c).fold(0f64, |x, (p, q)| x.max((p - q).abs())) / scale;
+                assert!(err < 1e-6, "{err:e}");
+                assert!(!full || a.iter().any(|&x| x != 0.0));
+            }
+        }
+    }
+}

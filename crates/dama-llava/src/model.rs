@@ -1,0 +1,255 @@
+//! LLaVA-1.5 for preference training: per-sequence answer log-prob sums of chosen and
+//! rejected answers, with gradients for the trainable weights.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::checkpoint::{Checkpoint, KeyLayout};
+use crate::config::LlavaConfig;
+use crate::error::{LlavaError, Result};
+use crate::layout::Layout;
+use crate::llama::{AttentionInputs, Llama};
+use crate::ops;
+use crate::params::{Grad, ParamLoader, Trainable};
+use crate::processor::{Images, PairBatch};
+use crate::projector::Projector;
+use crate::vision::VisionTower;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// f32, bf16 (or f64 for gradient checks). Log-prob sums are always f32 or wider.
+    pub dtype: DType,
+    pub device: Device,
+    pub trainable: Trainable,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            trainable: Trainable::Frozen,
+        }
+    }
+}
+
+/// Per-pair answer log-prob sums, `(B,)` each, and how many tokens each sum covers.
+#[derive(Debug, Clone)]
+pub struct PairLogps {
+    pub chosen: Tensor,
+    pub rejected: Tensor,
+    pub chosen_tokens: Vec<usize>,
+    pub rejected_tokens: Vec<usize>,
+}
+
+pub struct LlavaModel {
+    pub(crate) config: LlavaConfig,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    vision: VisionTower,
+    pub(crate) projector: Projector,
+    pub(crate) llama: Llama,
+    vars: BTreeMap<String, Var>,
+    trainable: Trainable,
+    inv_freq: Vec<f32>,
+    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) layout: KeyLayout,
+    pub(crate) source_dir: Option<PathBuf>,
+}
+
+impl LlavaModel {
+    /// Loads `config.json` and the safetensors weights of a Hugging Face model folder.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let config = LlavaConfig::from_file(&dir.join("config.json"))?;
+        let ckpt = Checkpoint::open_dir(dir)?;
+        let mut model = Self::from_checkpoint(config, ckpt, opts)?;
+        model.source_dir = Some(dir.to_path_buf());
+        Ok(model)
+    }
+
+    /// Builds the model from a configuration and weights in any supported key layout.
+    pub fn from_checkpoint(
+        config: LlavaConfig,
+        ckpt: Checkpoint,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let layout = KeyLayout::detect(&ckpt, config.tie_word_embeddings)?;
+        let ckpt = Arc::new(ckpt);
+        let mut p = ParamLoader {
+            ckpt: &ckpt,
+            layout: &layout,
+            dtype: opts.dtype,
+            device: &opts.device,
+            vars: BTreeMap::new(),
+        };
+        let projector = Projector::load(&mut p, &config, opts.trainable.projector())?;
+        let llama = Llama::load(
+            &mut p,
+            &config.text,
+            config.tie_word_embeddings,
+            &opts.trainable,
+        )?;
+        let vars = std::mem::take(&mut p.vars);
+        let vision = VisionTower::load(ckpt.clone(), &layout, &config, opts.dtype, &opts.device)?;
+        let t = &config.text;
+        Ok(Self {
+            inv_freq: ops::rope_inv_freq(t.head_dim, t.rope_theta, t.rope_linear_factor),
+            config,
+            dtype: opts.dtype,
+            device: opts.device.clone(),
+            vision,
+            projector,
+            llama,
+            vars,
+            trainable: opts.trainable.clone(),
+            checkpoint: ckpt,
+            layout,
+            source_dir: None,
+        })
+    }
+
+    pub fn config(&self) -> &LlavaConfig {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn trainable(&self) -> &Trainable {
+        &self.trainable
+    }
+
+    /// The trainable variables by canonical (llava-hf layout) name; LoRA matrices are named
+    /// `{layer}.lora_A.weight` / `{layer}.lora_B.weight`. An optimiser's `Var::set` updates the
+    /// model in place.
+    pub fn trainable_vars(&self) -> &BTreeMap<String, Var> {
+        &self.vars
+    }
+
+    /// The projector's input for `pixel_values` `(B, 3, H, W)`: `(B, image_tokens,
+    /// vision_width·layers)`, detached. Compute once per image and pass [`Images::Features`]
+    /// to skip the tower on later passes.
+    pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let px = pixel_values.to_device(&self.device)?;
+        Ok(self.vision.features(&px)?)
+    }
+
+    /// Recompute each decoder layer in the backward instead of keeping its activations: less
+    /// memory for larger micro-batches, one more forward of the language model per step.
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.llama.set_activation_checkpointing(on)
+    }
+
+    /// Chosen and rejected answer log-prob sums with gradients for [`Self::trainable_vars`].
+    /// `shared_prefix` computes the common image + question prefix once per pair (see
+    /// [`crate::layout`]); both layouts give the same numbers up to float order.
+    pub fn pair_logps(&self, batch: &PairBatch, shared_prefix: bool) -> Result<PairLogps> {
+        self.logps(batch, shared_prefix, Grad::Track)
+    }
+
+    /// The same without recording a graph (reference model, evaluation).
+    pub fn pair_logps_no_grad(&self, batch: &PairBatch, shared_prefix: bool) -> Result<PairLogps> {
+        self.logps(batch, shared_prefix, Grad::Off)
+    }
+
+    fn logps(&self, batch: &PairBatch, shared: bool, grad: Grad) -> Result<PairLogps> {
+        let cfg = &self.config;
+        let b = batch.pairs.len();
+        let np = cfg.num_image_tokens();
+        let features = match &batch.images {
+            Images::Pixels(px) => self.image_features(px)?,
+            Images::Features(f) => f.to_device(&self.device)?.to_dtype(self.dtype)?.detach(),
+        };
+        let want = [b, np, cfg.projector_in()];
+        if features.dims() != want {
+            return Err(LlavaError::Invalid(format!(
+                "image features have shape {:?}, expected {want:?} (one image per pair)",
+                features.dims()
+            )));
+        }
+        let pad = cfg
+            .pad_token_id
+            .filter(|&p| (p as usize) < cfg.text.vocab_size)
+            .unwrap_or(0);
+        let layout = Layout::build(&batch.pairs, shared, cfg.image_token_id, pad)?;
+        let (rows, t) = (layout.rows, layout.seq_len);
+        let n = layout.tokens();
+        let dev = &self.device;
+
+        // Embeddings, with each image token's row replaced by its projected feature (what
+        // transformers' masked_scatter does), as one differentiable gather.
+        let image = self
+            .projector
+            .forward(&features.reshape((b * np, cfg.projector_in()))?, grad)?;
+        // Image slots embed the pad token instead (their rows are replaced anyway), so that an
+        // `image_token_index` outside the vocabulary (old llava configs: 32000 of 32000) works.
+        let mut ids = layout.input_ids.clone();
+        for &(flat, _) in &layout.image_slots {
+            ids[flat] = pad;
+        }
+        let text = self.llama.embed(&Tensor::from_vec(ids, n, dev)?, grad)?;
+        let mut source: Vec<u32> = (0..n as u32).collect();
+        let mut seen = vec![0usize; rows];
+        for &(flat, pair) in &layout.image_slots {
+            let row = flat / t;
+            let k = seen[row];
+            if k >= np {
+                return Err(LlavaError::Example {
+                    index: pair,
+                    side: "pair",
+                    message: format!("more than {np} image tokens in one sequence"),
+                });
+            }
+            source[flat] = (n + pair * np + k) as u32;
+            seen[row] += 1;
+        }
+        if let Some(row) = seen.iter().position(|&c| c != np) {
+            let pair = if shared { row } else { row % b };
+            return Err(LlavaError::Example {
+                index: pair,
+                side: "pair",
+                message: format!("{} image tokens in a sequence, expected {np}", seen[row]),
+            });
+        }
+        let source = Tensor::from_vec(source, n, dev)?;
+        let x = Tensor::cat(&[&text, &image], 0)?.index_select(&source, 0)?;
+
+        let hd = cfg.text.head_dim;
+        let (cos, sin) = ops::rope_tables(&layout.positions, &self.inv_freq, self.dtype, dev)?;
+        let mask = dama_kernels::AttnMask::from_fn(rows, t, |r, q, k| {
+            let (q, k) = (r * t + q, r * t + k);
+            !layout.is_pad(q) && layout.allowed(q, k)
+        })?;
+        let att = AttentionInputs {
+            rows,
+            seq_len: t,
+            cos: cos.reshape((rows, 1, t, hd))?,
+            sin: sin.reshape((rows, 1, t, hd))?,
+            mask,
+        };
+        let hidden = self.llama.forward(&x, &att, grad)?;
+
+        let m = layout.score_positions.len();
+        let positions = Tensor::from_slice(&layout.score_positions, m, dev)?;
+        let targets = Tensor::from_slice(&layout.score_targets, m, dev)?;
+        let segments = Tensor::from_slice(&layout.score_segments, m, dev)?;
+        let sums =
+            self.llama
+                .answer_logprobs(&hidden, &positions, &targets, &segments, 2 * b, grad)?;
+        Ok(PairLogps {
+            chosen: sums.narrow(0, 0, b)?,
+            rejected: sums.narrow(0, b, b)?,
+            chosen_tokens: layout.chosen_tokens,
+            rejected_tokens: layout.rejected_tokens,
+        })
+    }
+}

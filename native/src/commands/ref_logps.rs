@@ -1,0 +1,80 @@
+//! `ref-logps`: the frozen reference model's log-probs of every pair, computed once into a
+//! cache keyed by model, template and preprocessing (`train` does this itself when needed).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use dama_llava::{AspectMode, LlavaProcessor};
+
+use super::train::{InputArgs, ModelArgs};
+use crate::device::{DeviceArgs, describe};
+use crate::train::data::TrainData;
+use crate::train::reference::reference_logps;
+
+#[derive(Debug, Clone, Args)]
+pub struct RefLogpsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The preference data (any format `train` reads).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// The cache file to write (extended if it exists and matches; an error if it does not).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn run(args: &RefLogpsArgs) -> Result<()> {
+    let device = args.device.device()?;
+    let dir = args.model.resolve(&args.model.model)?;
+    let dtype = args.input.precision(device.is_cuda()).dtype();
+    let cfg = dama_llava::LlavaConfig::from_file(&dir.join("config.json"))?;
+    let aspect = if args.input.no_pad {
+        AspectMode::Resize
+    } else {
+        AspectMode::Pad
+    };
+    let processor = LlavaProcessor::load(&dir, &cfg)?
+        .with_aspect(aspect)
+        .with_max_length(Some(args.input.max_length));
+    let data = TrainData::load(
+        &args.data,
+        args.images.as_deref(),
+        &processor,
+        args.input.skip_bad,
+    )?;
+    eprintln!(
+        "reference log-probs of {} pairs on {}",
+        data.pairs.len(),
+        describe(&device)
+    );
+    let refs = reference_logps(
+        &dir,
+        &data,
+        &processor,
+        Some(args.input.max_length),
+        &args.out,
+        &device,
+        dtype,
+        args.batch,
+        !args.input.no_shared_prefix,
+    )?;
+    let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    println!(
+        "{} pairs: mean log-prob chosen {:.3}, rejected {:.3}; cache {}",
+        refs.chosen.len(),
+        mean(&refs.chosen),
+        mean(&refs.rejected),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! `score`: the data-aware half of DAMA (paper §3.1). Dataset in, annotated dataset out: split
+//! each answer into sub-sentences, score each against the image with CLIP (Γ, Eq. 3), turn the
+//! scores into δ (Eqs. 4–5) per pair, δ̄ over the set and α_D (Eq. 6) per pair.
+//!
+//! Resumable: each pair's result is appended to `<out>.score-log.jsonl` as soon as it exists,
+//! so a killed run skips the pairs already done. The annotated file appears only when every
+//! pair is scored (δ̄ needs them all), with a summary, the hardness quartiles and a histogram.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use dama_clip::{ClipScorer, PairInput};
+use dama_core::{Band, Estimator, HardnessBands};
+use dama_data::annotated::FolderSink;
+use dama_data::score_log::{Output, ScoreLog, ScoredPair, finalize};
+use dama_data::split::llm::{LlmConfig, LlmSplitter, OnFailure};
+use dama_data::{
+    ImageCheck, ImageOut, PreferencePair, ReadMode, ReadOptions, RuleSplitter, RunInfo, Scores,
+    Splitter, SubSentences, open_dataset,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::device::{DeviceArgs, Precision, describe};
+use crate::hub::{HubOptions, Wanted, resolve_model};
+use crate::plots::histogram;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitterArg {
+    /// The built-in deterministic rule-based splitter (sentences, then clauses).
+    Rules,
+    /// The paper's Appendix A.1 prompt to an OpenAI-compatible chat endpoint.
+    Llm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorArg {
+    /// Softmax over all sub-sentence scores, δ = ΣP_w − ΣP_l (the paper's).
+    Probs,
+    /// δ = ΣC_w / ΣC_l (Table 2's ablation).
+    RawRatio,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Jsonl,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// The dataset: RLAIF-V parquet (file or folder of shards), JSONL, the authors' JSON list,
+    /// or an annotated dataset (scored again).
+    pub data: PathBuf,
+    /// Folder the dataset's image paths are relative to (default: next to the dataset).
+    #[arg(long)]
+    pub images: Option<PathBuf>,
+    /// The CLIP model: an HF folder or repo id (HF cache, downloaded unless --offline).
+    #[arg(long, default_value = "openai/clip-vit-large-patch14")]
+    pub clip: String,
+    #[arg(long)]
+    pub hf_cache: Option<PathBuf>,
+    #[arg(long)]
+    pub offline: bool,
+    /// The annotated dataset to write (default: `<data>.scored.jsonl` beside the data).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format (default: from --out's extension; parquet embeds the images).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Probs)]
+    pub estimator: EstimatorArg,
+    #[arg(long, value_enum, default_value_t = SplitterArg::Rules)]
+    pub splitter: SplitterArg,
+    /// Split again even where the dataset already has sub-sentences.
+    #[arg(long)]
+    pub resplit: bool,
+    /// LLM endpoint (default $DAMA_LLM_BASE_URL), e.g. http://localhost:8000/v1.
+    #[arg(long)]
+    pub llm_base_url: Option<String>,
+    /// LLM model name (default $DAMA_LLM_MODEL).
+    #[arg(long)]
+    pub llm_model: Option<String>,
+    /// API key (default $DAMA_LLM_API_KEY or $OPENAI_API_KEY).
+    #[arg(long)]
+    pub llm_api_key: Option<String>,
+    /// Cache of the LLM's answers (default: `<out>.llm-cache/`).
+    #[arg(long)]
+    pub llm_cache: Option<PathBuf>,
+    /// When the LLM fails on an answer after its retries, split it with the rules instead of
+    /// stopping.
+    #[arg(long)]
+    pub llm_fallback: bool,
+    /// Stop at the first bad record instead of reporting and skipping it.
+    #[arg(long)]
+    pub strict: bool,
+    /// Pairs scored together (images in one batch).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+const CLIP_FILES: Wanted<'static> = Wanted {
+    required: &["config.json", "tokenizer.json", "preprocessor_config.json"],
+    optional: &["tokenizer_config.json", "special_tokens_map.json"],
+};
+
+fn default_out(data: &Path) -> PathBuf {
+    let stem = data
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "dataset".into());
+    data.with_file_name(format!("{stem}.scored.jsonl"))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", path.display()))
+}
+
+fn widen(xs: &[f32]) -> Vec<f64> {
+    xs.iter().map(|&x| x as f64).collect()
+}
+
+fn is_parquet_source(path: &Path) -> bool {
+    path.is_dir() || path.extension().is_some_and(|e| e == "parquet")
+}
+
+fn splitter(
+    args: &ScoreArgs,
+    scorer: &ClipScorer,
+    out: &Path,
+) -> Result<(Box<dyn Splitter>, String)> {
+    let tokenizer = scorer.tokenizer.clone();
+    let rules = || {
+        let t = tokenizer.clone();
+        RuleSplitter::with_token_counter(77, Box::new(move |s: &str| t.token_count(s)))
+    };
+    Ok(match args.splitter {
+        SplitterArg::Rules => {
+            let r = rules();
+            let name = r.name();
+            (Box::new(r), name)
+        }
+        SplitterArg::Llm => {
+            let mut cfg = LlmConfig::from_env(
+                args.llm_base_url.clone(),
+                args.llm_model.clone(),
+                args.llm_api_key.clone(),
+            )?;
+            cfg.cache_dir = Some(
+                args.llm_cache
+                    .clone()
+                    .unwrap_or_else(|| with_suffix(out, ".llm-cache")),
+            );
+            cfg.on_failure = if args.llm_fallback {
+                OnFailure::FallBackToRules
+            } else {
+                OnFailure::Fail
+            };
+            let llm = LlmSplitter::new(cfg)?.with_fallback(rules());
+            let name = llm.name();
+            (Box::new(llm), name)
+        }
+    })
+}
+
+pub fn run(args: &ScoreArgs) -> Result<()> {
+    let started = Instant::now();
+    let device = args.device.device()?;
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.data));
+    let format = args
+        .format
+        .unwrap_or(if out.extension().is_some_and(|e| e == "parquet") {
+            FormatArg::Parquet
+        } else {
+            FormatArg::Jsonl
+        });
+    let clip_dir = resolve_model(
+        &args.clip,
+        CLIP_FILES,
+        &HubOptions::from_env(args.hf_cache.clone(), args.offline),
+    )?;
+    let scorer = ClipScorer::load(&clip_dir, &device, args.precision.dtype())
+        .with_context(|| format!("loading CLIP from {}", clip_dir.display()))?;
+    let mut scorer = scorer;
+    scorer.options.pairs_per_batch = args.batch.max(1);
+    let (splitter, splitter_name) = splitter(args, &scorer, &out)?;
+    let estimator = match args.estimator {
+        EstimatorArg::Probs => Estimator::Probs,
+        EstimatorArg::RawRatio => Estimator::RawRatio,
+    };
+    let run_info = RunInfo {
+        clip_model: Some(args.clip.clone()),
+        estimator: Some(estimator),
+        splitter: Some(splitter_name.clone()),
+    };
+    let log_path = with_suffix(&out, ".score-log.jsonl");
+    let mut log = ScoreLog::open(&log_path, &run_info)?;
+    eprintln!(
+        "scoring {} with {} on {} (splitter {splitter_name}); {} pairs already scored",
+        args.data.display(),
+        args.clip,
+        describe(&device),
+        log.len()
+    );
+
+    let mode = if args.strict {
+        ReadMode::Strict
+    } else {
+        ReadMode::Lenient
+    };
+    let options = ReadOptions {
+        mode,
+        images: ImageCheck::Decode,
+        include_dropped: false,
+    };
+    let mut records = open_dataset(&args.data, args.images.as_deref(), options)?;
+    // Where the source's image files are, for an output that references them.
+    let data_dir = args.data.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let image_folder = match (
+        &args.images,
+        records.header().and_then(|h| h.images.clone()),
+    ) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(rel)) => data_dir.join(rel),
+        (None, None) => data_dir,
+    };
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} {pos} pairs scored  {per_sec}  {elapsed}  {msg}")
+            .expect("valid template"),
+    );
+    let mut pending: Vec<PreferencePair> = Vec::new();
+    let mut scored_now = 0usize;
+    let mut flush = |pending: &mut Vec<PreferencePair>, log: &mut ScoreLog| -> Result<()> {
+        let subs: Vec<SubSentences> = pending
+            .iter()
+            .map(|p| match (&p.sub_sentences, args.resplit) {
+                (Some(s), false) => Ok(s.clone()),
+                _ => splitter.split_pair(p).map_err(anyhow::Error::from),
+            })
+            .collect::<Result<_>>()?;
+        let inputs: Vec<PairInput<'_, String>> = pending
+            .iter()
+            .zip(&subs)
+            .map(|(p, s)| PairInput {
+                image: p.image.decoded.as_ref().expect("decoded by the reader"),
+                chosen: &s.chosen,
+                rejected: &s.rejected,
+            })
+            .collect();
+        let scores = scorer.score_pairs(&inputs).context("CLIP scoring")?;
+        for ((p, s), sc) in pending.iter().zip(subs).zip(scores) {
+            let scored = ScoredPair::new(
+                p,
+                s,
+                Scores {
+                    chosen: widen(&sc.chosen),
+                    rejected: widen(&sc.rejected),
+                },
+                estimator,
+            )
+            .with_context(|| format!("pair `{}`", p.id))?;
+            log.append(&scored)?;
+        }
+        scored_now += pending.len();
+        bar.inc(pending.len() as u64);
+        pending.clear();
+        Ok(())
+    };
+    for record in records.by_ref() {
+        let pair = record.with_context(|| {
+            format!(
+                "reading {} (drop --strict to skip bad records)",
+                args.data.display()
+            )
+        })?;
+        if log.contains(&pair.id) {
+            continue;
+        }
+        pending.push(pair);
+        if pending.len() >= args.batch.max(1) {
+            flush(&mut pending, &mut log)?;
+        }
+    }
+    if !pending.is_empty() {
+        flush(&mut pending, &mut log)?;
+    }
+    bar.finish_and_clear();
+    let first_pass = records.into_summary();
+
+    // The final file: the source read again (same options) for text and images, δ̄ and α_D.
+    let images = ImageCheck::Load;
+    let source = open_dataset(
+        &args.data,
+        args.images.as_deref(),
+        ReadOptions { images, ..options },
+    )?;
+    let image_dir = with_suffix(&out.with_extension(""), "_images");
+    let mut sink;
+    let output = match format {
+        FormatArg::Parquet => Output::Parquet,
+        FormatArg::Jsonl if is_parquet_source(&args.data) => {
+            sink = FolderSink::new(&image_dir)?;
+            let folder = image_dir
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            Output::Jsonl(ImageOut::Sink {
+                folder,
+                sink: &mut sink,
+            })
+        }
+        FormatArg::Jsonl => {
+            let folder = std::path::absolute(&image_folder)?;
+            Output::Jsonl(ImageOut::Reference {
+                folder: folder.display().to_string(),
+            })
+        }
+    };
+    let done = finalize(&log_path, source, &out, output)?;
+    let header = &done.header;
+    let Some(delta_mean) = header.delta_mean else {
+        bail!("no pair could be scored ({first_pass})")
+    };
+
+    // Summary and histogram.
+    let annotated = open_dataset(
+        &out,
+        None,
+        ReadOptions {
+            images: ImageCheck::Skip,
+            ..ReadOptions::default()
+        },
+    )?;
+    let (pairs, _) = annotated.read_all()?;
+    let deltas: Vec<f64> = pairs.iter().filter_map(|p| p.delta).collect();
+    let bands = HardnessBands::from_deltas(&deltas)?;
+    let count = |b: Band| deltas.iter().filter(|&&d| bands.band(d) == b).count();
+    println!(
+        "scored {} pairs in {:.0} s ({scored_now} in this run); {first_pass}",
+        deltas.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let e = &header.edge_counts;
+    if e.total() > 0 {
+        println!(
+            "edge cases (fixed δ, kept): {} with no sub-sentence, {} with no chosen, {} with no rejected sub-sentence",
+            e.no_subsentences, e.no_chosen, e.no_rejected
+        );
+    }
+    println!(
+        "δ̄ = {delta_mean:.6}; quartiles {:.4} / {:.4} / {:.4}",
+        bands.q1, bands.median, bands.q3
+    );
+    println!(
+        "hard (δ < q1): {}, normal: {}, easy (δ > q3): {}",
+        count(Band::Hard),
+        count(Band::Normal),
+        count(Band::Easy)
+    );
+    let plot = with_suffix(&out.with_extension(""), ".delta.png");
+    histogram(
+        &plot,
+        "hardness δ of the dataset",
+        "δ",
+        &deltas,
+        40,
+        &[("q1", bands.q1), ("δ̄", delta_mean), ("q3", bands.q3)],
+    )?;
+    println!("annotated dataset: {}", out.display());
+    println!("histogram: {}", plot.display());
+    Ok(())
+}

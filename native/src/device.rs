@@ -1,0 +1,67 @@
+//! Which device and dtype a command runs on.
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device};
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// CUDA when this binary was built with `--features cuda` and a GPU is present, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+}
+
+/// `--device` and `--gpu`, shared by every command that runs a model.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Auto)]
+    pub device: DeviceKind,
+    /// Which GPU, with `--device cuda`.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
+}
+
+impl DeviceArgs {
+    pub fn device(&self) -> Result<Device> {
+        match self.device {
+            DeviceKind::Cpu => Ok(Device::Cpu),
+            DeviceKind::Cuda => {
+                if !cfg!(feature = "cuda") {
+                    bail!(
+                        "this dama-native was built without CUDA: rebuild with `--features cuda`, or use --device cpu"
+                    );
+                }
+                Ok(Device::new_cuda(self.gpu)?)
+            }
+            DeviceKind::Auto => Ok(Device::cuda_if_available(self.gpu)?),
+        }
+    }
+}
+
+/// A short name for logs: `cpu`, `cuda:0`.
+pub fn describe(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}

@@ -1,0 +1,49 @@
+//! `dama-native`: DAMA (Data- and Model-aware DPO) for LLaVA-1.5, from one binary.
+//!
+//! Run with no arguments for the end-to-end demo; `dama-native --help` lists the commands.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use dama_native::commands;
+
+#[derive(Parser)]
+#[command(
+    name = "dama-native",
+    version,
+    about = "DAMA (Data- and Model-aware DPO, ICML 2025) for LLaVA-1.5: score preference data with CLIP, compute reference log-probs, train.",
+    long_about = "DAMA (Data- and Model-aware DPO, ICML 2025) for LLaVA-1.5.\n\n\
+        A typical run: `score` a preference dataset with CLIP (per-pair hardness δ and α_D), \
+        `train` LLaVA-1.5 on it (reference log-probs are computed and cached first). \
+        With no command, runs the demo: a synthetic dataset and a tiny random LLaVA, trained \
+        with `dama` and with `dpo`, in a few minutes on a CPU."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure each pair's hardness with CLIP: split, score, δ, δ̄, α_D → annotated dataset.
+    Score(Box<commands::score::ScoreArgs>),
+    /// Compute and cache the frozen reference model's log-probs of every pair.
+    RefLogps(commands::ref_logps::RefLogpsArgs),
+    /// Fine-tune LLaVA-1.5 with DPO, D²PO, MDPO or DAMA (defaults: the paper's settings).
+    Train(Box<commands::train::TrainArgs>),
+    /// The end-to-end demo (also what runs with no command).
+    Demo(commands::demo::DemoArgs),
+    /// Write a tiny random LLaVA-1.5 in the Hugging Face layout (for tests and trials).
+    InitTiny(commands::init_tiny::InitTinyArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Score(args)) => commands::score::run(&args),
+        Some(Command::RefLogps(args)) => commands::ref_logps::run(&args),
+        Some(Command::Train(args)) => commands::train::run(&args),
+        Some(Command::InitTiny(args)) => commands::init_tiny::run(&args),
+        Some(Command::Demo(args)) => commands::demo::run(&args),
+        None => commands::demo::run_default(),
+    }
+}

@@ -1,0 +1,131 @@
+//! The frozen reference model's log-probs of every pair, computed once and cached
+//! ([`crate::ref_cache`]); both `ref-logps` and `train` call [`reference_logps`].
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::data::TrainData;
+use crate::ref_cache::{CacheKey, RefCache, RefEntry, hash_parts, model_identity};
+
+/// The reference log-prob sums of `data`'s pairs, in its order.
+#[derive(Debug, Clone)]
+pub struct RefLogps {
+    pub chosen: Vec<f32>,
+    pub rejected: Vec<f32>,
+}
+
+/// What the cached numbers depend on (see [`CacheKey`]).
+pub fn cache_key(
+    model_dir: &Path,
+    processor: &LlavaProcessor,
+    max_length: Option<usize>,
+    dtype: DType,
+) -> Result<CacheKey> {
+    let tokenizer =
+        std::fs::read(model_dir.join("tokenizer.json")).context("reading tokenizer.json")?;
+    let template = dama_llava::template::vicuna_v1_conversation("{question}", "{answer}");
+    let max_len = format!("{max_length:?}");
+    let preprocessing = format!("{:?} {:?}", processor.image_processor, processor.aspect);
+    Ok(CacheKey {
+        dama_ref_logps: CacheKey::VERSION,
+        model: model_identity(model_dir)?,
+        template: hash_parts([
+            tokenizer.as_slice(),
+            template.as_bytes(),
+            max_len.as_bytes(),
+        ]),
+        preprocessing: hash_parts([preprocessing.as_bytes()]),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        model_path: model_dir.display().to_string(),
+    })
+}
+
+/// Computes (or reads from `cache_path`) the reference log-probs of every pair of `data`, with
+/// the model in `model_dir` frozen, `batch` pairs at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn reference_logps(
+    model_dir: &Path,
+    data: &TrainData,
+    processor: &LlavaProcessor,
+    max_length: Option<usize>,
+    cache_path: &Path,
+    device: &Device,
+    dtype: DType,
+    batch: usize,
+    shared_prefix: bool,
+) -> Result<RefLogps> {
+    let key = cache_key(model_dir, processor, max_length, dtype)?;
+    let mut cache = RefCache::open(cache_path, &key)?;
+    let mut todo = Vec::new();
+    for (i, p) in data.pairs.iter().enumerate() {
+        if cache.get(&p.id, &p.content)?.is_none() {
+            todo.push(i);
+        }
+    }
+    if !todo.is_empty() {
+        eprintln!(
+            "reference log-probs: {} of {} pairs to compute ({} cached)",
+            todo.len(),
+            data.pairs.len(),
+            data.pairs.len() - todo.len()
+        );
+        let opts = LoadOptions {
+            dtype,
+            device: device.clone(),
+            trainable: Trainable::Frozen,
+        };
+        let model = LlavaModel::load(model_dir, &opts)
+            .with_context(|| format!("loading the reference model {}", model_dir.display()))?;
+        let bar = ProgressBar::new(todo.len() as u64).with_style(
+            ProgressStyle::with_template(
+                "reference {bar:30} {pos}/{len} pairs  {per_sec}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        for chunk in todo.chunks(batch.max(1)) {
+            let b = data.batch(chunk, processor, device)?;
+            let logps = model.pair_logps_no_grad(&b, shared_prefix)?;
+            let chosen = logps.chosen.to_vec1::<f32>()?;
+            let rejected = logps.rejected.to_vec1::<f32>()?;
+            for (k, &i) in chunk.iter().enumerate() {
+                let p = &data.pairs[i];
+                let (c, r) = (chosen[k] as f64, rejected[k] as f64);
+                if !c.is_finite() || !r.is_finite() {
+                    bail!(
+                        "pair `{}`: the reference log-probs are not finite (chosen {c}, rejected {r})",
+                        p.id
+                    );
+                }
+                let (nc, nr) = (logps.chosen_tokens[k], logps.rejected_tokens[k]);
+                cache.insert(RefEntry {
+                    id: p.id.clone(),
+                    content: p.content.clone(),
+                    chosen: c,
+                    rejected: r,
+                    chosen_avg: c / nc.max(1) as f64,
+                    rejected_avg: r / nr.max(1) as f64,
+                    chosen_tokens: nc,
+                    rejected_tokens: nr,
+                })?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+    }
+    let mut out = RefLogps {
+        chosen: Vec::with_capacity(data.pairs.len()),
+        rejected: Vec::with_capacity(data.pairs.len()),
+    };
+    for p in &data.pairs {
+        let e = cache
+            .get(&p.id, &p.content)?
+            .expect("every pair was just cached");
+        out.chosen.push(e.chosen as f32);
+        out.rejected.push(e.rejected as f32);
+    }
+    Ok(out)
+}

@@ -1,0 +1,200 @@
+//! One optimisation step over a global batch of N pairs (SPEC.md, "Gradient accumulation").
+//!
+//! β_C and the mask depend on the whole global batch, so the batch is scored first; dama-core
+//! turns the margins into the loss and ∂L/∂h_i; then the policy is run again with gradients and
+//! Σ_i (∂L/∂h_i)·(pw_i − pl_i) is backpropagated: its gradient w.r.t. the weights is exactly the
+//! loss's, because β_C and M are constants of the step and the reference terms carry no
+//! gradient. When the whole batch fits in one micro-batch the scoring pass is the gradient pass.
+//! Otherwise only the kept pairs (∂L/∂h_i ≠ 0) are run again, in micro-batches, with the
+//! vision features of the scoring pass reused (the tower is frozen).
+
+use anyhow::{Context, Result, ensure};
+use candle_core::{DType, Tensor};
+use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
+use dama_llava::{Images, LlavaModel, PairBatch};
+
+use crate::optim::{AdamW, GradAccumulator, Param, clip_grad_norm};
+
+/// How a step runs, beyond the DAMA maths.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepSettings {
+    /// Pairs per forward/backward pass.
+    pub micro_batch: usize,
+    /// Compute the image + question prefix once for both answers.
+    pub shared_prefix: bool,
+    /// Clip the global gradient norm to this (HF Trainer default 1.0); `None` for no clipping.
+    pub max_grad_norm: Option<f64>,
+}
+
+/// The reference log-probs and data hardness of the batch's pairs, aligned with its pairs.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRefs<'a> {
+    pub ref_chosen: &'a [f32],
+    pub ref_rejected: &'a [f32],
+    /// α_D per pair; `None` when the dataset was not scored (modes dpo and mdpo only).
+    pub alpha_d: Option<&'a [f32]>,
+}
+
+/// What a step did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub outcome: StepOutcome<f32>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub policy_chosen: Vec<f32>,
+    pub policy_rejected: Vec<f32>,
+    /// Tokens the model read in the gradient pass(es) and the scoring pass.
+    pub tokens: usize,
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+}
+
+fn tokens_of(batch: &PairBatch, shared_prefix: bool) -> usize {
+    batch
+        .pairs
+        .iter()
+        .map(|p| {
+            let both = p.chosen.input_ids.len() + p.rejected.input_ids.len();
+            if shared_prefix {
+                both - p.shared_prefix
+            } else {
+                both
+            }
+        })
+        .sum()
+}
+
+/// The loss's gradient for `params` over a global batch (not yet clipped), and what the step
+/// computed on the way; advances `state` (ḡ, sampling stream).
+pub struct Gradients {
+    pub grads: Vec<Option<Tensor>>,
+    pub outcome: StepOutcome<f32>,
+    pub policy_chosen: Vec<f32>,
+    pub policy_rejected: Vec<f32>,
+    pub tokens: usize,
+}
+
+/// Runs one optimizer step with learning rate `lr`; advances `state` (ḡ, sampling stream) and
+/// the optimizer.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &LlavaModel,
+    opt: &mut AdamW,
+    batch: &PairBatch,
+    refs: BatchRefs<'_>,
+    dama: &DamaConfig<f32>,
+    state: &mut DamaState<f32>,
+    settings: &StepSettings,
+    lr: f64,
+) -> Result<StepReport> {
+    let g = gradients(model, opt.params(), batch, refs, dama, state, settings)?;
+    let mut grads = g.grads;
+    let grad_norm = clip_grad_norm(&mut grads, settings.max_grad_norm.unwrap_or(f64::INFINITY))?;
+    ensure!(
+        grad_norm.is_finite(),
+        "the gradient norm is {grad_norm}: the step would corrupt the weights"
+    );
+    opt.step(&grads, lr)?;
+    Ok(StepReport {
+        outcome: g.outcome,
+        grad_norm,
+        policy_chosen: g.policy_chosen,
+        policy_rejected: g.policy_rejected,
+        tokens: g.tokens,
+    })
+}
+
+/// See [`Gradients`].
+pub fn gradients(
+    model: &LlavaModel,
+    params: &[Param],
+    batch: &PairBatch,
+    refs: BatchRefs<'_>,
+    dama: &DamaConfig<f32>,
+    state: &mut DamaState<f32>,
+    settings: &StepSettings,
+) -> Result<Gradients> {
+    let n = batch.len();
+    ensure!(n > 0, "empty batch");
+    ensure!(settings.micro_batch > 0, "micro-batch must be at least 1");
+    let features = match &batch.images {
+        Images::Pixels(px) => model.image_features(px)?,
+        Images::Features(f) => f.clone(),
+    }
+    .contiguous()?;
+    let batch = PairBatch {
+        images: Images::Features(features.clone()),
+        pairs: batch.pairs.clone(),
+    };
+    let mut acc = GradAccumulator::new(params.len());
+    let device = model.device();
+
+    let single_pass = settings.micro_batch >= n;
+    let (policy_chosen, policy_rejected, tracked) = if single_pass {
+        let logps = model.pair_logps(&batch, settings.shared_prefix)?;
+        (
+            to_vec(&logps.chosen)?,
+            to_vec(&logps.rejected)?,
+            Some(logps),
+        )
+    } else {
+        let (mut pc, mut pr) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for start in (0..n).step_by(settings.micro_batch) {
+            let len = settings.micro_batch.min(n - start);
+            let logps =
+                model.pair_logps_no_grad(&batch.narrow(start, len)?, settings.shared_prefix)?;
+            pc.extend(to_vec(&logps.chosen)?);
+            pr.extend(to_vec(&logps.rejected)?);
+        }
+        (pc, pr, None)
+    };
+
+    let input = StepInput {
+        policy_chosen: &policy_chosen,
+        policy_rejected: &policy_rejected,
+        ref_chosen: refs.ref_chosen,
+        ref_rejected: refs.ref_rejected,
+        alpha_d: refs.alpha_d,
+        forced_mask: None,
+    };
+    let outcome = dama_core::step(dama, state, &input).context("DAMA step")?;
+    let mut tokens = tokens_of(&batch, settings.shared_prefix);
+
+    let surrogate = |chosen: &Tensor, rejected: &Tensor, weights: Vec<f32>| -> Result<Tensor> {
+        let w = Tensor::from_vec(weights, chosen.dims1()?, device)?;
+        Ok(((chosen - rejected)? * w)?.sum_all()?)
+    };
+    if let Some(logps) = tracked {
+        let loss = surrogate(&logps.chosen, &logps.rejected, outcome.grad_margins.clone())?;
+        acc.add(params, &loss.backward()?)?;
+    } else {
+        // Only pairs with a non-zero weight move the loss: masked pairs are not run again.
+        let kept: Vec<usize> = (0..n).filter(|&i| outcome.grad_margins[i] != 0.0).collect();
+        for chunk in kept.chunks(settings.micro_batch) {
+            let idx = Tensor::from_vec(
+                chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                chunk.len(),
+                features.device(),
+            )?;
+            let micro = PairBatch {
+                images: Images::Features(features.index_select(&idx, 0)?),
+                pairs: chunk.iter().map(|&i| batch.pairs[i].clone()).collect(),
+            };
+            tokens += tokens_of(&micro, settings.shared_prefix);
+            let logps = model.pair_logps(&micro, settings.shared_prefix)?;
+            let weights = chunk.iter().map(|&i| outcome.grad_margins[i]).collect();
+            let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
+            acc.add(params, &loss.backward()?)?;
+        }
+    }
+
+    Ok(Gradients {
+        grads: acc.take(),
+        outcome,
+        policy_chosen,
+        policy_rejected,
+        tokens,
+    })
+}
