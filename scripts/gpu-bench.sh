@@ -5,8 +5,10 @@
 # Here (CPU machine), once:
 #   source ../shared/cuda/setup-cuda13.sh
 #   cargo build --release -p dama-kernels --features cuda --example gpu_bench
-#   scripts/gpu-bench.sh --prepare        # strips + gzips the binary and copies ../shared/bench
-#                                         # into .gpu/ (ignored through .git/info/exclude)
+#   cargo build --release -p dama-native --features cuda        # optional, for stage demo
+#   scripts/gpu-bench.sh --prepare [GPU_BENCH [DAMA_NATIVE]]
+#       strips + gzips the binaries (dama-native only if built with CUDA) and copies
+#       ../shared/bench into .gpu/ (ignored through .git/info/exclude)
 # There (device tool), in the repository root, carrying .gpu:
 #   run(command="scripts/gpu-bench.sh", carry=[".gpu"], timeout_s=600)
 #   STAGES="check block" scripts/gpu-bench.sh        # a subset (default: all, in this order)
@@ -16,8 +18,11 @@
 #           attention on the plain-FMA kernels (DAMA_CUDA_ATTN=fma)
 #   check_mma  the attention checks again on the tensor-core kernels (DAMA_CUDA_ATTN=mma; bf16
 #           with d in 32/64/80/96/128, the rest falls back to FMA), in a process of its own so
-#           that a crash there cannot hide the other results. If it passes, the later stages
-#           run with DAMA_CUDA_ATTN=mma, else with fma (ATTN=fma|mma forces one).
+#           that a crash there cannot hide the other results
+#   check_default  the same with DAMA_CUDA_ATTN unset: what the product runs (mma where it
+#           applies, the default since 2026-11-26). The later stages run with DAMA_CUDA_ATTN
+#           unset (the default), or fma if check_mma / check_default failed (ATTN=fma|mma
+#           forces one).
 #   block   the LLaMA-1B-shaped block probe, fused and composed candle, vs torch_block.py
 #           (goal: fused within 1.2x of PyTorch SDPA's 5.7 ms on an H200)
 #   block_fma  the block probe's candle part with the FMA attention (for the before/after)
@@ -26,8 +31,17 @@
 #           once per kernel family (fma, then mma)
 #   step1b  one full DAMA step, llava-1b shape, 8 pairs, vs torch_dpo_step.py 1b:8
 #   step7b  the same, llava-7b shape, 4 pairs, vs torch_dpo_step.py 7b:4 (goal: >= 2x the
-#           anchor's pairs/s); needs about 80 GB: use nvidia-h200
-# TORCH=0 skips the PyTorch anchors (their earlier numbers are in ../shared/NOTES.md).
+#           anchor's pairs/s); needs about 80 GB: use nvidia-h200. Both step stages add one
+#           step timed phase by phase (vision tower, reference pass, policy forward, backward,
+#           AdamW), synchronised between phases, outside the measured steps.
+#   demo    the product: `dama-native` with no arguments (tiny random LLaVA, synthetic data,
+#           dama vs dpo, held-out comparison) in a temporary folder, on the GPU (needs
+#           .gpu/dama-native.gz); its exit status, wall time and last 40 lines go to summary.txt
+# TORCH=0 skips the PyTorch anchors; the summary then compares with the H200 anchors of
+# results/h200-2026-11-26-run2.jsonl (the same scripts, measured twice that day).
+# BUDGET_S=N caps every stage's time limit to what is left of N seconds (minus 20 for the
+# summary) and skips a stage with under 10 s left: set it a little under the device call's
+# timeout_s so that the summary is always written.
 #
 # Output: results.jsonl (every JSON line, tagged with its stage, exit status and the peak
 # device memory sampled by nvidia-smi), log.txt (everything printed), summary.txt (the
@@ -41,15 +55,37 @@ if [ "${1:-}" = "--prepare" ]; then
     [ -x "$bin" ] || bin="$root/target/debug/examples/gpu_bench"
     [ -x "$bin" ] || { echo "gpu-bench: build the gpu_bench example with --features cuda first" >&2; exit 1; }
     mkdir -p "$gpu/bench"
-    tmp=$(mktemp)
-    cp "$bin" "$tmp"
-    command -v strip >/dev/null && strip "$tmp"
-    gzip -9 -c "$tmp" > "$gpu/gpu_bench.gz"
-    rm -f "$tmp"
+    # a CUDA build embeds dama-kernels' PTX (attention_mma.cu's mma.sync)
+    is_cuda() { grep -aq 'mma.sync.aligned' "$1"; }
+    is_cuda "$bin" || { echo "gpu-bench: $bin was built without --features cuda" >&2; exit 1; }
+    pack() {
+        local tmp
+        tmp=$(mktemp)
+        cp "$1" "$tmp"
+        command -v strip >/dev/null && strip "$tmp"
+        gzip -9 -c "$tmp" > "$2"
+        rm -f "$tmp"
+        echo "gpu-bench: $1 -> $2"
+    }
+    pack "$bin" "$gpu/gpu_bench.gz"
+    native="${3:-}"
+    if [ -z "$native" ]; then
+        # the newest CUDA build of release and debug
+        for c in $(ls -t "$root/target/release/dama-native" "$root/target/debug/dama-native" 2>/dev/null); do
+            if [ -x "$c" ] && is_cuda "$c"; then native=$c; break; fi
+        done
+    fi
+    rm -f "$gpu/dama-native.gz"
+    if [ -n "$native" ] && [ -x "$native" ] && is_cuda "$native"; then
+        pack "$native" "$gpu/dama-native.gz"
+    else
+        echo "gpu-bench: no dama-native built with --features cuda (stage demo will be skipped)"
+    fi
     cp -f "$root/../shared/bench/"*.py "$gpu/bench/"
     exclude="$root/.git/info/exclude"
     grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
     ls -la "$gpu" "$gpu/bench"
+    du -sh "$gpu"
     echo "gpu-bench: ready; on the device: run(command=\"scripts/gpu-bench.sh\", carry=[\".gpu\"], timeout_s=600)"
     exit 0
 fi
@@ -66,6 +102,9 @@ export PYTHONUNBUFFERED=1
 
 [ -f "$gpu/gpu_bench.gz" ] || { echo "gpu-bench: no .gpu/gpu_bench.gz (run --prepare here and carry .gpu)" | tee -a "$log"; exit 1; }
 gunzip -c "$gpu/gpu_bench.gz" > "$work/gpu_bench" && chmod +x "$work/gpu_bench"
+if [ -f "$gpu/dama-native.gz" ]; then
+    gunzip -c "$gpu/dama-native.gz" > "$work/dama-native" && chmod +x "$work/dama-native"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$log"
 device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
@@ -74,7 +113,16 @@ device=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1
 stage() {
     local name=$1 limit=$2
     shift 2
-    echo "=== $name: $*" | tee -a "$log"
+    if [ -n "${BUDGET_S:-}" ]; then
+        local left=$((BUDGET_S - 20 - SECONDS))
+        if [ "$left" -lt 10 ]; then
+            echo "=== $name: skipped, ${left} s left of BUDGET_S=$BUDGET_S" | tee -a "$log"
+            echo "{\"stage\":\"$name\",\"rc\":null,\"skipped\":\"budget\"}" >> "$results"
+            return 1
+        fi
+        [ "$left" -lt "$limit" ] && limit=$left
+    fi
+    echo "=== $name (limit $limit s): $*" | tee -a "$log"
     nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$work/mem_$name" 2>/dev/null &
     local smi=$!
     local t0=$SECONDS
@@ -87,60 +135,103 @@ stage() {
     cat "$work/$name.out" "$work/$name.err" >> "$log"
     grep '^{' "$work/$name.out" | sed "s/^{/{\"stage\":\"$name\",\"rc\":$rc,\"peak_mem_mib\":${peak:-null},\"gpu\":\"$device\",/" >> "$results"
     echo "=== $name: exit $rc, $((SECONDS - t0)) s, peak device memory ${peak:-?} MiB" | tee -a "$log"
+    last_rc=$rc
+    last_s=$((SECONDS - t0))
+    last_peak=${peak:-null}
     [ "$name" = check ] && check_rc=$rc
-    [ "$name" = check_mma ] && mma_rc=$rc
+    if [ "$name" = check_mma ] || [ "$name" = check_default ]; then
+        [ "$rc" = 0 ] && [ "$mma_rc" != failed ] && mma_rc=0
+        [ "$rc" = 0 ] || mma_rc=failed
+    fi
+    return 0
 }
 check_rc=0
 mma_rc=unset
+demo_ran=0
+demo_rc=0
 
-# the attention kernels of the stages after the checks: mma once check_mma has passed
-attn() {
-    if [ -n "${ATTN:-}" ]; then echo "$ATTN"
-    elif [ "$mma_rc" = 0 ]; then echo mma
-    else echo fma; fi
+# DAMA_CUDA_ATTN for the stages after the checks: ATTN if set; fma if a tensor-core check
+# failed; else unset (the default: mma where it applies).
+attn_env() {
+    if [ -n "${ATTN:-}" ]; then echo "DAMA_CUDA_ATTN=$ATTN"
+    elif [ "$mma_rc" = failed ]; then echo DAMA_CUDA_ATTN=fma
+    else echo "DAMA_CUDA_ATTN_UNSET=1"; fi
 }
 
 torch=${TORCH:-1}
-for s in ${STAGES:-check check_mma block ops step1b step7b}; do
+for s in ${STAGES:-check check_mma check_default block ops step1b step7b demo}; do
     case "$s" in
         check) stage check 120 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" check ;;
-        check_mma) stage check_mma 90 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
+        check_mma) stage check_mma 60 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
+        check_default) stage check_default 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only attention ;;
+        check_llava) stage check_llava 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only llava ;;
         block)
-            stage block_candle 90 env DAMA_CUDA_ATTN="$(attn)" "$work/gpu_bench" block --iters 5
+            stage block_candle 90 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" block --iters 5
             [ "$torch" = 1 ] && stage block_torch 90 python3 "$gpu/bench/torch_block.py"
             ;;
         block_fma) stage block_fma 90 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" block --iters 5 ;;
-        ops) stage ops 90 env DAMA_CUDA_ATTN="$(attn)" "$work/gpu_bench" ops --iters 5 ;;
+        ops) stage ops 90 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" ops --iters 5 ;;
         step1b)
-            stage step1b_candle 120 env DAMA_CUDA_ATTN="$(attn)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3
+            stage step1b_candle 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3
             [ "$torch" = 1 ] && stage step1b_torch 120 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 1b:8
             ;;
         step7b)
-            stage step7b_candle 200 env DAMA_CUDA_ATTN="$(attn)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3
+            stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3
             [ "$torch" = 1 ] && stage step7b_torch 200 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:4
+            ;;
+        demo)
+            if [ -x "$work/dama-native" ]; then
+                mkdir -p "$work/demo"
+                # exactly what a user runs: no arguments (device auto = CUDA in a CUDA build),
+                # from a fresh folder; ATTN / a failed check still choose the attention kernels
+                if stage demo "${DEMO_LIMIT:-150}" env -u DAMA_CUDA_ATTN "$(attn_env)" \
+                    sh -c 'cd "$1" && exec "$2"' demo "$work/demo" "$work/dama-native"; then
+                    echo "{\"stage\":\"demo\",\"rc\":$last_rc,\"wall_s\":$last_s,\"peak_mem_mib\":$last_peak,\"gpu\":\"$device\"}" >> "$results"
+                    demo_ran=1
+                    demo_rc=$last_rc
+                fi
+            else
+                echo "=== demo: skipped, no .gpu/dama-native.gz (build dama-native --features cuda, --prepare)" | tee -a "$log"
+            fi
             ;;
         *) echo "gpu-bench: unknown stage $s" | tee -a "$log" ;;
     esac
 done
 
 # The ratios the issue asks for, from whatever stages ran.
-python3 - "$results" <<'PY' | tee "$out/summary.txt"
-import json, sys
+anchors="$root/crates/dama-kernels/results/h200-2026-11-26-run2.jsonl"
+python3 - "$results" "$anchors" <<'PY' | tee "$out/summary.txt"
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = lambda stage: [r for r in rows if r["stage"] == stage]
 kernel = lambda stage: next((r["attn_kernel"] for r in by(stage) if "attn_kernel" in r), "?")
-for st in ("check", "check_mma"):
+# PyTorch anchors: this run's, else the H200 ones of 2026-11-26 (run 2)
+old = [json.loads(l) for l in open(sys.argv[2]) if l.strip()] if os.path.exists(sys.argv[2]) else []
+def anchor(stage):
+    r = next((r for r in by(stage) if "rc" in r and r.get("rc") == 0 and len(r) > 5), None)
+    if r:
+        return r, ""
+    r = next((r for r in old if r.get("stage") == stage and r.get("rc") == 0 and len(r) > 5), None)
+    return r, (" [anchor: H200 2026-11-26 run 2]" if r else "")
+for st in ("check", "check_mma", "check_default", "check_llava"):
     checks = [r for r in by(st) if "check" in r and r["check"] != "all"]
     if checks:
         bad = [r for r in checks if not r.get("ok")]
         kinds = sorted({r.get("kernel", "-") for r in checks})
         print(f"{st}: {len(checks) - len(bad)}/{len(checks)} passed (attention kernels: {', '.join(kinds)})")
         for r in bad:
-            print(f"  FAILED {r['check']} {r['dtype']} [{r.get('kernel', '-')}]: out {r['out_err']:.2e}, "
-                  f"grads {r['grad_errs']}, tol {r['tol']} {r.get('error', '')}")
-    elif by(st):
+            if "out_err" in r:
+                print(f"  FAILED {r['check']} {r['dtype']} [{r.get('kernel', '-')}]: out {r['out_err']:.2e}, "
+                      f"grads {r['grad_errs']}, tol {r['tol']} {r.get('error', '')}")
+            else:
+                print(f"  FAILED {json.dumps(r)[:600]}")
+        for r in checks:
+            if "logps_err" in r:
+                print(f"  {r['check']} {r['dtype']}: log-probs {r['logps_err']:.2e}, worst gradient "
+                      f"{r['worst_grad_err']:.2e} over {r['trainable_tensors']} trainable tensors (tol {r['tol']})")
+    elif by(st) and not by(st)[0].get("skipped"):
         print(f"{st}: no check line (exit {by(st)[0]['rc']}; crashed? see log.txt)")
-torch = next(iter(by("block_torch")), None)
+torch, torch_src = anchor("block_torch")
 for st in ("block_candle", "block_fma"):
     cand = {r["probe"]: r for r in by(st) if "probe" in r}
     f = cand.get("dama_block_fused_bf16")
@@ -152,7 +243,7 @@ for st in ("block_candle", "block_fma"):
             line += f", composed {c['step_ms']:.2f} ms ({c['step_ms'] / f['step_ms']:.2f}x)"
         if torch and "sdpa" in torch:
             line += (f"; torch sdpa {torch['sdpa']['step_ms']} ms, eager {torch['eager']['step_ms']} ms;"
-                     f" fused / sdpa = {f['step_ms'] / torch['sdpa']['step_ms']:.2f} (goal <= 1.2)")
+                     f" fused / sdpa = {f['step_ms'] / torch['sdpa']['step_ms']:.2f} (goal <= 1.2){torch_src}")
         print(line)
 if by("ops"):
     print(f"ops (attention {kernel('ops')}):")
@@ -162,19 +253,44 @@ for r in by("ops"):
               f"  composed {r['composed_ms']:8.2f} ms  {r['speedup']:.2f}x")
 for m in ("1b", "7b"):
     c = next((r for r in by(f"step{m}_candle") if "pairs_per_s" in r), None)
-    t = next((r for r in by(f"step{m}_torch") if "pairs_per_s" in r), None)
+    t, t_src = anchor(f"step{m}_torch")
+    t = t if t and "pairs_per_s" in t else None
     if c:
         line = (f"llava-{m} step [attention {kernel(f'step{m}_candle')}]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")
         if t:
             line += (f"; torch {t['pairs_per_s']} pairs/s (MFU {t['mfu_vs_989']}, {t['peak_mem_gib']} GiB);"
-                     f" ratio {c['pairs_per_s'] / t['pairs_per_s']:.2f}x" + (" (goal >= 2)" if m == "7b" else ""))
+                     f" ratio {c['pairs_per_s'] / t['pairs_per_s']:.2f}x" + (" (goal >= 2)" if m == "7b" else "") + t_src)
         print(line)
+        ph = c.get("phases_ms")
+        if ph:
+            order = ("vision", "reference", "policy_forward", "backward", "optimizer")
+            parts = ", ".join(f"{k} {ph[k]:.1f}" for k in order if k in ph)
+            line = (f"  phases (ms, synchronised, one extra step): {parts}; step sum (no reference) "
+                    f"{c['phases_step_sum_ms']:.1f} vs measured {c['step_s'] * 1e3:.1f}")
+            if c.get("mem_gib_after_forward") is not None:
+                line += f"; {c['mem_gib_after_forward']:.1f} GiB in use after the forward"
+            line += f"; reference pass {c['ref_logp_seqs_per_s']:.1f} seqs/s"
+            if t and "ref_logp_seqs_per_s" in t:
+                line += f" (torch {t['ref_logp_seqs_per_s']})"
+            print(line)
     elif any(r.get("rc") for r in by(f"step{m}_candle")):
         print(f"llava-{m} step: candle run failed (see log.txt)")
+for r in by("demo"):
+    if "wall_s" in r:
+        print(f"demo (dama-native, no arguments): exit {r['rc']}{' (timed out)' if r['rc'] in (124, 137) else ''}, "
+              f"{r['wall_s']} s, peak device memory {r['peak_mem_mib']} MiB; its last lines:")
+for r in rows:
+    if r.get("skipped"):
+        print(f"{r['stage']}: skipped ({r['skipped']})")
 PY
+if [ "$demo_ran" = 1 ]; then
+    { grep -m1 '^dama demo' "$work/demo.out"; echo '...'
+      cat "$work/demo.out" "$work/demo.err" | tail -40; } 2>/dev/null | sed 's/^/    /' | tee -a "$out/summary.txt"
+fi
 rm -rf "$work"
-# a failed or crashed CUDA-vs-CPU check fails the run
+# a failed or crashed CUDA-vs-CPU check fails the run (1); a failed demo too (2)
 [ "$check_rc" = 0 ] || exit 1
 [ "$mma_rc" = unset ] || [ "$mma_rc" = 0 ] || exit 1
+[ "$demo_rc" = 0 ] || exit 2
 exit 0

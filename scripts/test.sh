@@ -34,4 +34,5 @@ if command -v nvcc >/dev/null 2>&1; then
 else
   step "nvcc not found: skipping the CUDA build check"
 fi
+scripts/test-web.sh  # the browser explorer: wasm-bindgen tests and the end-to-end test
 step "all tests passed"

@@ -77,7 +77,7 @@ pub fn delta<F: Real>(
                 .iter()
                 .chain(scores_l)
                 .fold(F::neg_infinity(), |m, &c| m.max(c));
-            let sum = |s: &[F]| s.iter().fold(F::zero(), |acc, &c| acc + (c - max).exp());
+            let sum = |s: &[F]| s.iter().fold(F::zero(), |acc, &c| acc + (c - max).exp_());
             let (s_w, s_l) = (sum(scores_w), sum(scores_l));
             (s_w - s_l) / (s_w + s_l)
         }
@@ -94,6 +94,36 @@ pub fn delta<F: Real>(
         delta,
         edge: DeltaEdge::None,
     })
+}
+
+/// The softmax probability of every sub-sentence (Eq. 4: one softmax over `[C_w ; C_l]`),
+/// `(P_w, P_l)` in the order of the scores, summing to 1; δ (Eq. 5) is ΣP_w − ΣP_l. For
+/// showing where a pair's hardness comes from; [`delta`] does not need the individual values.
+/// Both lists empty gives two empty lists.
+pub fn subsentence_probs<F: Real>(
+    scores_w: &[F],
+    scores_l: &[F],
+) -> Result<(Vec<F>, Vec<F>), CoreError> {
+    for (field, scores) in [("chosen", scores_w), ("rejected", scores_l)] {
+        if let Some((index, v)) = scores.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CoreError::NonFinite {
+                field,
+                index,
+                value: v.f64(),
+            });
+        }
+    }
+    let max = scores_w
+        .iter()
+        .chain(scores_l)
+        .fold(F::neg_infinity(), |m, &c| m.max(c));
+    let e = |s: &[F]| -> Vec<F> { s.iter().map(|&c| (c - max).exp_()).collect() };
+    let (mut p_w, mut p_l) = (e(scores_w), e(scores_l));
+    let total = p_w.iter().chain(&p_l).fold(F::zero(), |a, &x| a + x);
+    for p in p_w.iter_mut().chain(p_l.iter_mut()) {
+        *p = *p / total;
+    }
+    Ok((p_w, p_l))
 }
 
 /// δ̄, the mean δ over the training set. It is stored with the dataset: the authors hard-code
@@ -293,5 +323,25 @@ mod tests {
         assert_eq!(bands.band(1.0), Band::Hard);
         assert_eq!(bands.band(2.0), Band::Normal);
         assert_eq!(bands.band(4.0), Band::Easy);
+    }
+
+    #[test]
+    fn subsentence_probs_are_the_softmax_and_give_delta() {
+        let (w, l) = ([25.0f64, 24.0, 25.0], [20.0f64, 26.5]);
+        let (pw, pl) = subsentence_probs(&w, &l).unwrap();
+        let z: f64 = w.iter().chain(&l).map(|c| c.exp()).sum();
+        for (p, c) in pw.iter().chain(&pl).zip(w.iter().chain(&l)) {
+            assert!((p - c.exp() / z).abs() < 1e-15);
+        }
+        let d = delta(&w, &l, Estimator::Probs).unwrap().delta;
+        assert!((pw.iter().sum::<f64>() - pl.iter().sum::<f64>() - d).abs() < 1e-15);
+        // no overflow at CLIP's logit scale times large cosines
+        let (pw, pl) = subsentence_probs(&[1e4f32], &[1e4 - 1.0]).unwrap();
+        assert!((pw[0] + pl[0] - 1.0).abs() < 1e-6 && pw[0] > pl[0]);
+        assert_eq!(
+            subsentence_probs::<f64>(&[], &[]).unwrap(),
+            (vec![], vec![])
+        );
+        assert!(subsentence_probs(&[f64::NAN], &[0.0]).is_err());
     }
 }

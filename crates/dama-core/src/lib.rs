@@ -32,6 +32,7 @@ pub mod step;
 pub use combine::{BETA_MIN, Combine, Mode, pair_beta};
 pub use data_aware::{
     Band, DeltaEdge, EdgeCounts, Estimator, Hardness, HardnessBands, alpha_d, delta, delta_mean,
+    subsentence_probs,
 };
 pub use error::CoreError;
 pub use loss::masked_dpo_loss;

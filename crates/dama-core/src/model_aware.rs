@@ -158,7 +158,7 @@ pub fn model_aware<F: Real>(
                 let half = F::of(0.5);
                 let weights: Vec<F> = gaps
                     .iter()
-                    .map(|&a| (-(half * (a - ema_gap) * (a - ema_gap))).exp())
+                    .map(|&a| (-(half * (a - ema_gap) * (a - ema_gap))).exp_())
                     .collect();
                 weighted_without_replacement(&weights, keep, rng)
             }
@@ -184,11 +184,11 @@ pub fn model_aware<F: Real>(
         Preset::Official => {
             // mean_{drawn} σ(A_i) / σ(ḡ), in log space so that underflowed sigmoids still divide.
             let log_mean = log_mean_exp(drawn.iter().map(|&i| log_sigmoid(gaps[i])));
-            let alpha_m = (log_mean - log_sigmoid(ema_gap)).exp();
+            let alpha_m = (log_mean - log_sigmoid(ema_gap)).exp_();
             let batch_mean = mean(&gaps);
             (
                 alpha_m,
-                log_mean.exp(),
+                log_mean.exp_(),
                 gamma * ema_gap + one_minus_gamma * batch_mean,
             )
         }

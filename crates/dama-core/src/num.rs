@@ -3,6 +3,11 @@
 //! Everything in this crate is generic over [`Real`] (f32 or f64): the trainer computes per-pair
 //! values in f32 as SPEC.md asks, the golden tests and people checking our numbers use f64. The
 //! sigmoid family is written so that it neither overflows nor loses the tails at |x| = 1e4.
+//!
+//! The transcendental functions are `libm`'s, called by name, never `f64::exp`: std's call the
+//! platform's C library (glibc natively, a Rust port on wasm32), and num-traits switches to them
+//! whenever any crate of a build turns its `std` feature on. Through `libm` the trainer, the
+//! `score` command and the browser explorer compute the same δ, α_D and α_M to the last bit.
 
 use num_traits::Float;
 
@@ -14,9 +19,27 @@ pub trait Real:
     fn of(x: f64) -> Self;
     /// Widens to f64 for reporting and for the sampling keys.
     fn f64(self) -> f64;
+    /// e^x, `libm`'s on every target.
+    fn exp_(self) -> Self;
+    /// ln x, `libm`'s on every target.
+    fn ln_(self) -> Self;
+    /// ln(1 + x), `libm`'s on every target.
+    fn ln_1p_(self) -> Self;
 }
 
 impl Real for f32 {
+    #[inline]
+    fn exp_(self) -> Self {
+        libm::expf(self)
+    }
+    #[inline]
+    fn ln_(self) -> Self {
+        libm::logf(self)
+    }
+    #[inline]
+    fn ln_1p_(self) -> Self {
+        libm::log1pf(self)
+    }
     #[inline]
     fn of(x: f64) -> Self {
         x as f32
@@ -28,6 +51,18 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
+    #[inline]
+    fn exp_(self) -> Self {
+        libm::exp(self)
+    }
+    #[inline]
+    fn ln_(self) -> Self {
+        libm::log(self)
+    }
+    #[inline]
+    fn ln_1p_(self) -> Self {
+        libm::log1p(self)
+    }
     #[inline]
     fn of(x: f64) -> Self {
         x
@@ -42,9 +77,9 @@ impl Real for f64 {
 #[inline]
 pub fn sigmoid<F: Real>(x: F) -> F {
     if x >= F::zero() {
-        F::one() / (F::one() + (-x).exp())
+        F::one() / (F::one() + (-x).exp_())
     } else {
-        let e = x.exp();
+        let e = x.exp_();
         e / (F::one() + e)
     }
 }
@@ -53,7 +88,7 @@ pub fn sigmoid<F: Real>(x: F) -> F {
 /// tails, where `σ(x).ln()` would return −inf for x ≪ 0.
 #[inline]
 pub fn log_sigmoid<F: Real>(x: F) -> F {
-    x.min(F::zero()) - (-x.abs()).exp().ln_1p()
+    x.min(F::zero()) - (-x.abs()).exp_().ln_1p_()
 }
 
 /// σ(a) / σ(b) computed as exp(log σ(a) − log σ(b)), so that a ratio of two underflowed
@@ -61,7 +96,7 @@ pub fn log_sigmoid<F: Real>(x: F) -> F {
 /// α_M (Eq. 12) are such ratios.
 #[inline]
 pub fn sigmoid_ratio<F: Real>(a: F, b: F) -> F {
-    (log_sigmoid(a) - log_sigmoid(b)).exp()
+    (log_sigmoid(a) - log_sigmoid(b)).exp_()
 }
 
 /// log(mean_i e^{x_i}), shifted by the maximum. `xs` must not be empty.
@@ -71,9 +106,9 @@ pub fn log_mean_exp<F: Real>(xs: impl Iterator<Item = F> + Clone) -> F {
         return max;
     }
     let (sum, n) = xs.fold((F::zero(), 0usize), |(s, n), x| {
-        (s + (x - max).exp(), n + 1)
+        (s + (x - max).exp_(), n + 1)
     });
-    max + sum.ln() - F::of(n as f64).ln()
+    max + sum.ln_() - F::of(n as f64).ln_()
 }
 
 /// Arithmetic mean; `xs` must not be empty.

@@ -56,7 +56,7 @@ pub fn weighted_without_replacement<F: Real>(
         .enumerate()
         .map(|(i, &w)| {
             let u = rng.open01();
-            let key = <f64 as num_traits::Float>::ln(u) / w.f64();
+            let key = libm::log(u) / w.f64();
             if w > F::zero() && key > f64::NEG_INFINITY {
                 (true, key, i)
             } else {

@@ -14,12 +14,24 @@ __device__ void rope(const T* src, const T* cos, const T* sin, T* out, int b, in
     const long long total = (long long)b * t * h * half;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)gridDim.x * blockDim.x) {
-        const int i = (int)(idx % half);
-        long long r = idx / half;
-        const int k = (int)(r % h);
-        r /= h;
-        const int ti = (int)(r % t);
-        const int bi = (int)(r / t);
+        int i, k, ti, bi;
+        if (total <= 0x7fffffffLL) {
+            // 32-bit index arithmetic (64-bit division is a long software sequence on GPUs)
+            unsigned r = (unsigned)idx;
+            i = (int)(r % (unsigned)half);
+            r /= (unsigned)half;
+            k = (int)(r % (unsigned)h);
+            r /= (unsigned)h;
+            ti = (int)(r % (unsigned)t);
+            bi = (int)(r / (unsigned)t);
+        } else {
+            long long r = idx / half;
+            i = (int)(idx % half);
+            k = (int)(r % h);
+            r /= h;
+            ti = (int)(r % t);
+            bi = (int)(r / t);
+        }
         const T* x = src + bi * s0 + ti * s1 + k * s2;
         const long long tab = (batched ? ((long long)bi * t + ti) : (long long)ti) * d;
         const float c1 = to_f(cos[tab + i]), c2 = to_f(cos[tab + i + half]);
@@ -72,6 +84,39 @@ __device__ void quick_gelu_fwd(const T* x, T* y, long long n) {
     }
 }
 
+// out[r, c] = table[ids[r], c] (0 for an id >= vocab).
+template <typename T>
+__device__ void embedding_fwd(const T* table, const uint32_t* ids, T* out, long long n, int d,
+                              unsigned vocab) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * d;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / d;
+        const int c = (int)(i - r * d);
+        const unsigned id = ids[r];
+        out[i] = id < vocab ? table[(long long)id * d + c] : from_f<T>(0.0f);
+    }
+}
+
+// acc[ids[r], c] += dy[r, c] in f32 (acc zeroed beforehand).
+template <typename T>
+__device__ void embedding_bwd(const T* dy, const uint32_t* ids, float* acc, long long n, int d,
+                              unsigned vocab) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n * d;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long r = i / d;
+        const int c = (int)(i - r * d);
+        const unsigned id = ids[r];
+        if (id < vocab) atomicAdd(acc + (long long)id * d + c, to_f(dy[i]));
+    }
+}
+
+template <typename T>
+__device__ void cast_from_f32(const float* x, T* y, long long n) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x)
+        y[i] = from_f<T>(x[i]);
+}
+
 #define POINTWISE(SUFFIX, T)                                                                     \
     extern "C" __global__ void rope_##SUFFIX(const T* src, const T* cos, const T* sin, T* out,   \
                                              int b, int t, int h, int d, long long s0,           \
@@ -89,6 +134,19 @@ __device__ void quick_gelu_fwd(const T* x, T* y, long long n) {
     }                                                                                            \
     extern "C" __global__ void quick_gelu_fwd_##SUFFIX(const T* x, T* y, long long n) {          \
         quick_gelu_fwd<T>(x, y, n);                                                              \
+    }                                                                                            \
+    extern "C" __global__ void embedding_fwd_##SUFFIX(const T* table, const uint32_t* ids,       \
+                                                      T* out, long long n, int d,                \
+                                                      unsigned vocab) {                          \
+        embedding_fwd<T>(table, ids, out, n, d, vocab);                                          \
+    }                                                                                            \
+    extern "C" __global__ void embedding_bwd_##SUFFIX(const T* dy, const uint32_t* ids,          \
+                                                      float* acc, long long n, int d,            \
+                                                      unsigned vocab) {                          \
+        embedding_bwd<T>(dy, ids, acc, n, d, vocab);                                             \
+    }                                                                                            \
+    extern "C" __global__ void cast_from_f32_##SUFFIX(const float* x, T* y, long long n) {       \
+        cast_from_f32<T>(x, y, n);                                                               \
     }
 
 POINTWISE(f32, float)

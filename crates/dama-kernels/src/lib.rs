@@ -8,6 +8,7 @@
 //! | [`rope`] | rotate-half RoPE on `(b, t, h, d)` views | rotation by −θ |
 //! | [`attention`] | flash-style online softmax, masks as per-query key spans ([`AttnMask`]) | recomputed from the saved log-sum-exp, no `t×t` matrix |
 //! | [`swiglu`] | `silu(a)·b` | both inputs |
+//! | [`embedding`] | `table[ids]` | scatter-add into the table, f32 accumulation |
 //! | [`token_logprobs`] | linear + log-softmax + gather, chunked over the vocabulary | hidden and weight gradients, chunked |
 //! | [`layer_norm`], [`quick_gelu`] | forward only (the frozen CLIP tower) | none: an error if a graph reaches them |
 //! | [`checkpoint`] | runs a layer without keeping its activations | runs it again with a graph |
@@ -25,6 +26,7 @@ mod clip_ops;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod elem;
+mod embedding;
 mod head;
 mod io;
 mod mask;
@@ -36,11 +38,13 @@ mod swiglu;
 mod testing;
 
 pub use attention::{
-    CudaAttention, MMA_HEAD_DIMS, attention, cuda_attention, cuda_attention_path, set_cuda_attention,
+    CudaAttention, MMA_HEAD_DIMS, attention, cuda_attention, cuda_attention_path,
+    set_cuda_attention,
 };
 pub use checkpoint::{Recompute, checkpoint};
 pub use clip_ops::{layer_norm, quick_gelu};
 pub use elem::acc_dtype;
+pub use embedding::embedding;
 pub use head::{DEFAULT_VOCAB_CHUNK, token_logprobs};
 pub use mask::AttnMask;
 pub use rms_norm::rms_norm;

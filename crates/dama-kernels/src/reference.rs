@@ -90,3 +90,11 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     let xf = x.to_dtype(compute_dtype(x.dtype()))?;
     (&xf * candle_nn::ops::sigmoid(&(&xf * 1.702)?)?)?.to_dtype(x.dtype())
 }
+
+/// Embedding lookup as candle's `index_select` (its backward: `index_add` into zeros).
+pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    let (_, d) = table.dims2()?;
+    let mut dims = ids.dims().to_vec();
+    dims.push(d);
+    table.index_select(&ids.flatten_all()?, 0)?.reshape(dims)
+}

@@ -78,7 +78,12 @@ fn forward(z: Dims, w: &Weights, fused: bool, inp: &Inputs) -> Result<Tensor> {
         }
     };
     let heads = |x: Tensor| x.reshape((b, t, h, hd));
-    let x = w.emb.as_tensor().index_select(&ids.flatten_all()?, 0)?; // (b·t, d)
+    let flat = ids.flatten_all()?;
+    let x = if fused {
+        dama_kernels::embedding(&flat, &w.emb)? // (b·t, d)
+    } else {
+        w.emb.as_tensor().index_select(&flat, 0)?
+    };
     let xn = rms(&x)?;
     let q = heads(xn.matmul(&w.wq)?)?;
     let k = heads(xn.matmul(&w.wk)?)?;

@@ -119,7 +119,11 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
                                   "out_err": out, "grad_errs": grads, "tol": tol, "ok": ok});
             if name.starts_with("attention") {
                 // the head dimension the op sees (the unaligned-view check narrows 72 to 64)
-                let d = if name.contains("unaligned") { 64 } else { *inputs[0].0.last().unwrap_or(&0) };
+                let d = if name.contains("unaligned") {
+                    64
+                } else {
+                    *inputs[0].0.last().unwrap_or(&0)
+                };
                 line["kernel"] = json!(if gpu.is_cuda() {
                     dama_kernels::cuda_attention_path(dtype, d)
                 } else {
@@ -204,6 +208,17 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
             ],
             &|x, _| dama_kernels::attention(&x[0], &x[1], &x[2], &causal, 1.0 / 128f64.sqrt()),
         )?;
+        // the block probe's sequence length and head dimension (12 query / 23 key tiles)
+        let causal = AttnMask::causal(736, &[736])?;
+        check(
+            "attention causal d128 t736",
+            &[
+                (&[1, 736, 2, 128], 1.0, true),
+                (&[1, 736, 2, 128], 1.0, true),
+                (&[1, 736, 2, 128], 1.0, true),
+            ],
+            &|x, _| dama_kernels::attention(&x[0], &x[1], &x[2], &causal, 1.0 / 128f64.sqrt()),
+        )?;
         let shared = shared_mask(&[(70, 25, 30), (20, 50, 45)], 130)?;
         check(
             "attention shared-prefix+padding d64 t130",
@@ -219,7 +234,11 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
             "attention strided qkv d64",
             &[(&[2, 77, 6, 64], 1.0, true)],
             &|x, _| {
-                let (q, k, v) = (x[0].narrow(2, 0, 2)?, x[0].narrow(2, 2, 2)?, x[0].narrow(2, 4, 2)?);
+                let (q, k, v) = (
+                    x[0].narrow(2, 0, 2)?,
+                    x[0].narrow(2, 2, 2)?,
+                    x[0].narrow(2, 4, 2)?,
+                );
                 dama_kernels::attention(&q, &k, &v, &causal, 0.125)
             },
         )?;
@@ -236,6 +255,12 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
                 dama_kernels::attention(&n(&x[0])?, &n(&x[1])?, &n(&x[2])?, &causal, 0.125)
             },
         )?;
+        check("embedding", &[(&[300, 96], 1.0, true)], &|x, dev| {
+            // 700 ids over 300 rows: repeats (atomic adds to one row), unused rows
+            let ids: Vec<u32> = (0..700u32).map(|i| i * 7919 % 277).collect();
+            let ids = Tensor::from_vec(ids, (7, 100), dev)?;
+            dama_kernels::embedding(&ids, &x[0])
+        })?;
         check(
             "token_logprobs",
             &[(&[33, 64], 1.0, true), (&[1000, 64], 0.3, true)],

@@ -4,10 +4,12 @@
 //! ```text
 //! gpu_bench check [--only PREFIX]     CUDA vs CPU, every op (or those whose name starts with
 //!                                      PREFIX), f32 and bf16 (exit 1 on a failure); attention
-//!                                      runs the kernels DAMA_CUDA_ATTN=fma|mma selects
+//!                                      runs the kernels DAMA_CUDA_ATTN=fma|mma selects; without
+//!                                      --only, then the tiny LLaVA's log-probs and gradients
 //! gpu_bench ops [--iters N]            fused vs composed fwd+bwd per op at the block's shapes
 //! gpu_bench block [--iters N]          the block probe (fused and composed), vs torch_block.py
-//! gpu_bench step --model 1b|7b [--pairs N] [--steps N]   one DAMA step, vs torch_dpo_step.py
+//! gpu_bench step --model 1b|7b [--pairs N] [--steps N]   one DAMA step, vs torch_dpo_step.py,
+//!                                      then one more timed phase by phase (`phases_ms`)
 //! ```
 //!
 //! `--cpu` runs on the CPU instead (no GPU needed): `check --cpu` exercises the harness (CPU
@@ -19,6 +21,7 @@ mod ops;
 
 mod block;
 mod check;
+mod llava_check;
 mod step;
 
 use candle_core::{DType, Device};
@@ -49,7 +52,11 @@ fn main() -> anyhow::Result<()> {
     match mode.as_str() {
         "check" => {
             let only = arg(&args, "--only");
-            let ok = check::run(&dev, only.as_deref())?;
+            let mut ok = check::run(&dev, only.as_deref())?;
+            // the whole tiny model, CUDA against CPU (with `--only`, only when it says `llava`)
+            if only.as_deref().is_none_or(|p| p == "llava") {
+                ok &= llava_check::run(&dev)?;
+            }
             println!("{}", serde_json::json!({"check": "all", "ok": ok}));
             if !ok {
                 std::process::exit(1);

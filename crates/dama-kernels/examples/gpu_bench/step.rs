@@ -304,6 +304,15 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let step = times[times.len() / 2];
+    let phases = phases(
+        dev,
+        &model,
+        &mut opt,
+        &batch,
+        &dama,
+        &mut state,
+        (&rc, &rr, &alpha_d),
+    )?;
     // The anchor's FLOP count for its own token count (2·pairs rows of 576 + text_len tokens),
     // so the two MFUs compare the same useful work; our shared prefix runs fewer tokens.
     let t = &cfg.text;
@@ -320,7 +329,100 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
                "lm_tokens_per_step_shared_prefix": lm_tokens,
                "mfu_vs_989_anchor_flops": (flops_lm + flops_vit) / step / PEAK_BF16,
-               "device_mem_used_gib_max_after_step": peak})
+               "device_mem_used_gib_max_after_step": peak,
+               "phases_ms": {"vision": phases.vision, "reference": phases.reference,
+                             "policy_forward": phases.forward, "backward": phases.backward,
+                             "optimizer": phases.optimizer},
+               "phases_step_sum_ms": phases.vision + phases.forward + phases.backward + phases.optimizer,
+               // the anchor's reference pass: tower + forward over 2·pairs sequences
+               "ref_logp_seqs_per_s": (2 * pairs) as f64 / ((phases.vision + phases.reference) / 1e3),
+               "mem_gib_after_forward": phases.mem_after_forward})
     );
     Ok(())
+}
+
+/// Milliseconds per phase of one step, and the device memory in use after the forward (GiB).
+struct Phases {
+    vision: f64,
+    reference: f64,
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+    mem_after_forward: Option<f64>,
+}
+
+/// One more step, timed phase by phase with a device synchronisation between phases (so it
+/// is a little slower than the measured steps, which overlap the host and the device):
+/// the vision tower, a reference pass without a graph (the work of precomputing reference
+/// log-probs, here on the policy's weights), the policy forward with the DAMA maths, the
+/// backward, the AdamW update.
+fn phases(
+    dev: &Device,
+    model: &LlavaModel,
+    opt: &mut AdamW,
+    batch: &PairBatch,
+    dama: &DamaConfig<f32>,
+    state: &mut DamaState<f32>,
+    (rc, rr, alpha_d): (&[f32], &[f32], &[f32]),
+) -> Result<Phases> {
+    let err = |e: dama_llava::LlavaError| candle_core::Error::Msg(e.to_string());
+    let mut ms = std::collections::BTreeMap::new();
+    let mut lap = |name: &'static str, t: &mut Instant| -> Result<()> {
+        dev.synchronize()?;
+        ms.insert(name, t.elapsed().as_secs_f64() * 1e3);
+        *t = Instant::now();
+        Ok(())
+    };
+    dev.synchronize()?;
+    let mut t = Instant::now();
+    let Images::Pixels(px) = &batch.images else {
+        candle_core::bail!("step: the batch carries pixels")
+    };
+    let features = model.image_features(px).map_err(err)?;
+    lap("vision", &mut t)?;
+    let with_features = PairBatch {
+        images: Images::Features(features),
+        pairs: batch.pairs.clone(),
+    };
+    let reference = model
+        .pair_logps_no_grad(&with_features, true)
+        .map_err(err)?;
+    let _ = (
+        reference.chosen.to_vec1::<f32>()?,
+        reference.rejected.to_vec1::<f32>()?,
+    );
+    drop(reference);
+    lap("reference", &mut t)?;
+    let lp = model.pair_logps(&with_features, true).map_err(err)?;
+    let (pc, pr) = (lp.chosen.to_vec1::<f32>()?, lp.rejected.to_vec1::<f32>()?);
+    let out = dama_core::step(
+        dama,
+        state,
+        &StepInput {
+            policy_chosen: &pc,
+            policy_rejected: &pr,
+            ref_chosen: rc,
+            ref_rejected: rr,
+            alpha_d: Some(alpha_d),
+            forced_mask: None,
+        },
+    )
+    .map_err(|e| candle_core::Error::Msg(format!("{e:?}")))?;
+    let w = Tensor::from_vec(out.grad_margins, pc.len(), dev)?;
+    let objective = ((&lp.chosen - &lp.rejected)? * w)?.sum_all()?;
+    lap("policy_forward", &mut t)?;
+    let mem_after_forward = used_gib();
+    let grads = objective.backward()?;
+    lap("backward", &mut t)?;
+    opt.step(&grads)?;
+    drop(grads);
+    lap("optimizer", &mut t)?;
+    Ok(Phases {
+        vision: ms["vision"],
+        reference: ms["reference"],
+        forward: ms["policy_forward"],
+        backward: ms["backward"],
+        optimizer: ms["optimizer"],
+        mem_after_forward,
+    })
 }

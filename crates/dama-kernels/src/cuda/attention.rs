@@ -5,7 +5,10 @@ use candle_core::cuda_backend::CudaDType;
 use candle_core::cuda_backend::cudarc::driver::DeviceRepr;
 use candle_core::{CudaStorage, Device, Layout, Result, Shape, Storage, Tensor, bail};
 
-use super::{ATTENTION, ATTENTION_MMA, blocks_for, cuda_dispatch, from_offset, grid, kname, launch, tensor, view};
+use super::{
+    ATTENTION, ATTENTION_MMA, blocks_for, cuda_dispatch, from_offset, grid, kname, launch, tensor,
+    view,
+};
 use crate::io::View4;
 use crate::mask::AttnMask;
 
@@ -236,7 +239,9 @@ pub(crate) fn backward(
                 name,
                 cfg,
                 [&qd, &kd, &vd, &gd, &sp, &ld, &delta, &dq],
-                [ti, hqi, hkvi, q0, q1, q2, k0, k1, k2, v0, v1, v2, g0, g1, g2, sc]
+                [
+                    ti, hqi, hkvi, q0, q1, q2, k0, k1, k2, v0, v1, v2, g0, g1, g2, sc
+                ]
             );
             let name = format!("attn_mma_bwd_dkdv_d{d}");
             let cfg = grid((t.div_ceil(MMA_BK) as u32, hkv as u32, b as u32), 64);
@@ -246,7 +251,9 @@ pub(crate) fn backward(
                 name,
                 cfg,
                 [&qd, &kd, &vd, &gd, &sp, &ld, &delta, &dk, &dv],
-                [ti, hqi, hkvi, q0, q1, q2, k0, k1, k2, v0, v1, v2, g0, g1, g2, sc]
+                [
+                    ti, hqi, hkvi, q0, q1, q2, k0, k1, k2, v0, v1, v2, g0, g1, g2, sc
+                ]
             );
             return Ok((
                 tensor(dq, dev, (b, t, hq, d)),

@@ -195,3 +195,76 @@ pub(crate) fn quick_gelu_fwd(s: &CudaStorage, l: &Layout) -> Result<(CudaStorage
     }
     cuda_dispatch!("quick_gelu", s.dtype(), run(s, l))
 }
+
+pub(crate) fn embedding_fwd(
+    ts: &CudaStorage,
+    tl: &Layout,
+    is: &CudaStorage,
+    il: &Layout,
+) -> Result<(CudaStorage, Shape)> {
+    fn run<T: CudaDType + DeviceRepr>(
+        ts: &CudaStorage,
+        tl: &Layout,
+        is: &CudaStorage,
+        il: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let dev = ts.device();
+        let (v, d) = tl.shape().dims2()?;
+        let table = view::<T>(ts, tl, "embedding")?;
+        let ids = view::<u32>(is, il, "embedding")?;
+        let n = il.shape().elem_count();
+        // SAFETY: every element is written by the kernel.
+        let y = unsafe { dev.alloc::<T>((n * d).max(1))? };
+        let name = kname("embedding_fwd", ts.dtype(), "")?;
+        let cfg = grid((blocks_for(n * d, THREADS), 1, 1), THREADS as u32);
+        launch!(
+            dev,
+            POINTWISE,
+            name,
+            cfg,
+            [&table, &ids, &y],
+            [n as i64, d as i32, v as u32]
+        );
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev.clone()),
+            Shape::from((n, d)),
+        ))
+    }
+    cuda_dispatch!("embedding", ts.dtype(), run(ts, tl, is, il))
+}
+
+/// The table's gradient: f32 atomic adds into a zeroed `(vocab, d)` buffer, then one rounding.
+pub(crate) fn embedding_bwd(table: &Tensor, ids: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    fn run<T: CudaDType + DeviceRepr>(table: &Tensor, ids: &Tensor, dy: &Tensor) -> Result<Tensor> {
+        let (v, d) = table.dims2()?;
+        let n = ids.elem_count();
+        with_cuda(ids, "embedding", |is, il| {
+            with_cuda(dy, "embedding", |gs, gl| {
+                let dev = gs.device();
+                let iv = view::<u32>(is, il, "embedding")?;
+                let gv = view::<T>(gs, gl, "embedding")?;
+                let acc = dev.alloc_zeros::<f32>((v * d).max(1))?;
+                let name = kname("embedding_bwd", table.dtype(), "")?;
+                let cfg = grid((blocks_for(n * d, THREADS), 1, 1), THREADS as u32);
+                launch!(
+                    dev,
+                    POINTWISE,
+                    name,
+                    cfg,
+                    [&gv, &iv, &acc],
+                    [n as i64, d as i32, v as u32]
+                );
+                if table.dtype() == DType::F32 {
+                    return Ok(tensor(acc, dev, (v, d)));
+                }
+                // SAFETY: every element is written by the kernel.
+                let out = unsafe { dev.alloc::<T>((v * d).max(1))? };
+                let name = kname("cast_from_f32", table.dtype(), "")?;
+                let cfg = grid((blocks_for(v * d, THREADS), 1, 1), THREADS as u32);
+                launch!(dev, POINTWISE, name, cfg, [&acc, &out], [(v * d) as i64]);
+                Ok(tensor(out, dev, (v, d)))
+            })
+        })
+    }
+    cuda_dispatch!("embedding", table.dtype(), run(table, ids, dy))
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The hardness explorer's tests (web/): installs only what is missing (the wasm32 target, trunk,
+# wasm-bindgen-cli, Debian's chromium and chromedriver, playwright-core), then builds the app once
+# with trunk, runs its wasm-bindgen tests in headless Chromium and the end-to-end test.
+# The plain-Rust tests of web/ run with the workspace's `cargo test`.
+# Screenshots and the exported file land in $E2E_OUT (default web/e2e/out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+TRUNK_VERSION=0.21.14
+BINDGEN_VERSION=0.2.130
+
+# --- what the tests need (each only when missing) ------------------------------------------
+rustup target list --installed | grep -qx wasm32-unknown-unknown \
+  || { step "rustup target add wasm32-unknown-unknown"; rustup target add wasm32-unknown-unknown; }
+command -v trunk >/dev/null 2>&1 \
+  || { step "cargo install trunk $TRUNK_VERSION"; cargo install trunk --version "$TRUNK_VERSION" --locked; }
+# trunk uses the wasm-bindgen on PATH only when it matches the crate's version exactly.
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$BINDGEN_VERSION" ]; then
+  step "cargo install wasm-bindgen-cli $BINDGEN_VERSION"
+  # Not --locked: its lockfile wants a crate version this registry index lacks.
+  cargo install wasm-bindgen-cli --version "$BINDGEN_VERSION"
+fi
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  step "apt-get install chromium chromium-driver"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+if [ ! -d web/e2e/node_modules/playwright-core ]; then
+  step "npm install playwright-core (web/e2e/node_modules, ignored)"
+  (cd web/e2e && npm ci --no-audit --no-fund)
+fi
+
+# --- the checks -----------------------------------------------------------------------------
+step "cargo clippy for wasm32 (the UI, the worker and the browser glue only compile there)"
+cargo clippy -p dama-web --all-targets --target wasm32-unknown-unknown -- -D warnings
+
+step "trunk build (web/dist)"
+start=$(date +%s)
+trunk build
+echo "built in $(( $(date +%s) - start )) s"
+for f in dama-web_bg.wasm worker_bg.wasm; do
+  printf '%-18s %9d bytes raw, %9d gzipped\n' "$f" "$(stat -c %s "web/dist/$f")" "$(gzip -9c "web/dist/$f" | wc -c)"
+done
+
+step "wasm-bindgen tests in headless Chromium"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+CHROMEDRIVER="$(command -v chromedriver)" \
+  cargo test -p dama-web --lib --target wasm32-unknown-unknown
+
+step "end-to-end test in headless Chromium (web/e2e/e2e.mjs)"
+cargo build -q -p dama-web --example check_export
+node web/e2e/e2e.mjs
