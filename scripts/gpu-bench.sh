@@ -23,6 +23,10 @@
 #           applies, the default since 2026-11-26). The later stages run with DAMA_CUDA_ATTN
 #           unset (the default), or fma if check_mma / check_default failed (ATTN=fma|mma
 #           forces one).
+#   check_adamw  the fused AdamW update (dama_kernels::adamw) CUDA vs CPU: f32 / bf16 variables
+#           and gradients, weight decay on and off, 4 steps each, and bf16 variables as their
+#           own master with stochastic rounding (expected error 0; a failure fails the run like
+#           check's)
 #   block   the LLaMA-1B-shaped block probe, fused and composed candle, vs torch_block.py
 #           (goal: fused within 1.2x of PyTorch SDPA's 5.7 ms on an H200)
 #   block_fma  the block probe's candle part with the FMA attention (for the before/after)
@@ -33,7 +37,14 @@
 #   step7b  the same, llava-7b shape, 4 pairs, vs torch_dpo_step.py 7b:4 (goal: >= 2x the
 #           anchor's pairs/s); needs about 80 GB: use nvidia-h200. Both step stages add one
 #           step timed phase by phase (vision tower, reference pass, policy forward, backward,
-#           AdamW), synchronised between phases, outside the measured steps.
+#           AdamW), synchronised between phases, outside the measured steps. step1b's AdamW is
+#           the product's default (fp32 master + fp32 moments, the fused dama_kernels::adamw
+#           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
+#           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
+#           out of memory on the H200)
+#   step1b_candle_optim, step7b_candle_optim  the same with candle_nn::AdamW (bf16 moments,
+#           no master, ~15 kernels per variable) instead, for the before/after (not in the
+#           default list)
 #   demo    the product: `dama-native` with no arguments (tiny random LLaVA, synthetic data,
 #           dama vs dpo, held-out comparison) in a temporary folder, on the GPU (needs
 #           .gpu/dama-native.gz); its exit status, wall time and last 40 lines go to summary.txt
@@ -139,6 +150,7 @@ stage() {
     last_s=$((SECONDS - t0))
     last_peak=${peak:-null}
     [ "$name" = check ] && check_rc=$rc
+    [ "$name" = check_adamw ] && [ "$rc" != 0 ] && check_rc=$rc
     if [ "$name" = check_mma ] || [ "$name" = check_default ]; then
         [ "$rc" = 0 ] && [ "$mma_rc" != failed ] && mma_rc=0
         [ "$rc" = 0 ] || mma_rc=failed
@@ -159,12 +171,13 @@ attn_env() {
 }
 
 torch=${TORCH:-1}
-for s in ${STAGES:-check check_mma check_default block ops step1b step7b demo}; do
+for s in ${STAGES:-check check_mma check_default check_adamw block ops step1b step7b demo}; do
     case "$s" in
         check) stage check 120 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" check ;;
         check_mma) stage check_mma 60 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
         check_default) stage check_default 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only attention ;;
         check_llava) stage check_llava 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only llava ;;
+        check_adamw) stage check_adamw 60 "$work/gpu_bench" check --only adamw ;;
         block)
             stage block_candle 90 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" block --iters 5
             [ "$torch" = 1 ] && stage block_torch 90 python3 "$gpu/bench/torch_block.py"
@@ -176,9 +189,11 @@ for s in ${STAGES:-check check_mma check_default block ops step1b step7b demo}; 
             [ "$torch" = 1 ] && stage step1b_torch 120 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 1b:8
             ;;
         step7b)
-            stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3
+            stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr
             [ "$torch" = 1 ] && stage step7b_torch 200 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:4
             ;;
+        step1b_candle_optim) stage step1b_candle_optim 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --optim candle ;;
+        step7b_candle_optim) stage step7b_candle_optim 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim candle ;;
         demo)
             if [ -x "$work/dama-native" ]; then
                 mkdir -p "$work/demo"
@@ -213,7 +228,7 @@ def anchor(stage):
         return r, ""
     r = next((r for r in old if r.get("stage") == stage and r.get("rc") == 0 and len(r) > 5), None)
     return r, (" [anchor: H200 2026-11-26 run 2]" if r else "")
-for st in ("check", "check_mma", "check_default", "check_llava"):
+for st in ("check", "check_mma", "check_default", "check_llava", "check_adamw"):
     checks = [r for r in by(st) if "check" in r and r["check"] != "all"]
     if checks:
         bad = [r for r in checks if not r.get("ok")]
@@ -251,12 +266,14 @@ for r in by("ops"):
     if "op" in r:
         print(f"op {r['op']:<24} fused {r['fused_ms']:8.2f} ms (fwd {r.get('fused_fwd_ms', float('nan')):6.2f})"
               f"  composed {r['composed_ms']:8.2f} ms  {r['speedup']:.2f}x")
-for m in ("1b", "7b"):
-    c = next((r for r in by(f"step{m}_candle") if "pairs_per_s" in r), None)
+for m, st in (("1b", "step1b_candle"), ("1b", "step1b_candle_optim"),
+              ("7b", "step7b_candle"), ("7b", "step7b_candle_optim")):
+    c = next((r for r in by(st) if "pairs_per_s" in r), None)
     t, t_src = anchor(f"step{m}_torch")
     t = t if t and "pairs_per_s" in t else None
     if c:
-        line = (f"llava-{m} step [attention {kernel(f'step{m}_candle')}]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
+        line = (f"llava-{m} step [{st}, attention {kernel(st)}, AdamW {c.get('optim', 'candle')}"
+                f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")
         if t:
             line += (f"; torch {t['pairs_per_s']} pairs/s (MFU {t['mfu_vs_989']}, {t['peak_mem_gib']} GiB);"
@@ -274,8 +291,8 @@ for m in ("1b", "7b"):
             if t and "ref_logp_seqs_per_s" in t:
                 line += f" (torch {t['ref_logp_seqs_per_s']})"
             print(line)
-    elif any(r.get("rc") for r in by(f"step{m}_candle")):
-        print(f"llava-{m} step: candle run failed (see log.txt)")
+    elif any(r.get("rc") for r in by(st)):
+        print(f"llava-{m} step [{st}]: candle run failed, exit {by(st)[0].get('rc')}, peak {by(st)[0].get('peak_mem_mib')} MiB (see log.txt)")
 for r in by("demo"):
     if "wall_s" in r:
         print(f"demo (dama-native, no arguments): exit {r['rc']}{' (timed out)' if r['rc'] in (124, 137) else ''}, "

@@ -11,7 +11,14 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 5] = ["norms", "pointwise", "head", "attention", "attention_mma"];
+const SOURCES: [&str; 6] = [
+    "norms",
+    "pointwise",
+    "head",
+    "attention",
+    "attention_mma",
+    "adamw",
+];
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");

@@ -52,7 +52,16 @@ impl DeviceArgs {
                 }
                 Ok(Device::new_cuda(self.gpu)?)
             }
-            DeviceKind::Auto => Ok(Device::cuda_if_available(self.gpu)?),
+            // candle's `cuda_if_available` answers CUDA whenever the binary was built with it,
+            // GPU or not; asking the driver is what tells whether one is there.
+            DeviceKind::Auto if cfg!(feature = "cuda") => match Device::new_cuda(self.gpu) {
+                Ok(device) => Ok(device),
+                Err(e) => {
+                    eprintln!("no usable GPU {} ({e}); running on the CPU", self.gpu);
+                    Ok(Device::Cpu)
+                }
+            },
+            DeviceKind::Auto => Ok(Device::Cpu),
         }
     }
 }

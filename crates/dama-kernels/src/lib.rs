@@ -11,6 +11,7 @@
 //! | [`embedding`] | `table[ids]` | scatter-add into the table, f32 accumulation |
 //! | [`token_logprobs`] | linear + log-softmax + gather, chunked over the vocabulary | hidden and weight gradients, chunked |
 //! | [`layer_norm`], [`quick_gelu`] | forward only (the frozen CLIP tower) | none: an error if a graph reaches them |
+//! | [`adamw`] | fused AdamW update (fp32 master + moments in one in-place buffer per variable) | — |
 //! | [`checkpoint`] | runs a layer without keeping its activations | runs it again with a graph |
 //!
 //! Every op runs on the CPU (multi-threaded with rayon) and, with the `cuda` feature, on CUDA
@@ -20,6 +21,7 @@
 //! [`reference`] holds the compositions of differentiable candle ops the fused ops are tested
 //! against.
 
+pub mod adamw;
 mod attention;
 mod checkpoint;
 mod clip_ops;

@@ -18,9 +18,30 @@ use super::order::{Cursor, DataOrder};
 use super::reference::reference_logps;
 use super::report::{NamedRun, plot_runs};
 use super::step::{BatchRefs, StepSettings, train_step};
-use crate::optim::{AdamW, AdamWConfig, Param};
+use crate::optim::{AdamW, AdamWConfig, Master, Param};
 use crate::ref_cache::hash_parts;
 use crate::schedule::CosineSchedule;
+
+/// The optimizer's master weights (`--optim-master`): an fp32 copy per non-f32 variable (the
+/// default, exactly torch's fp32 AdamW), or `bf16-sr`: bf16 variables are their own master,
+/// each update rounded stochastically (seeded by the run's seed; 8 bytes of optimizer state
+/// per parameter instead of 12). No effect on f32 weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+pub enum OptimMaster {
+    #[default]
+    #[serde(rename = "f32")]
+    #[value(name = "f32")]
+    F32,
+    #[serde(rename = "bf16-sr")]
+    #[value(name = "bf16-sr")]
+    Bf16Sr,
+}
+
+impl OptimMaster {
+    fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+}
 
 /// LoRA settings of a run (`None` in [`TrainConfig::lora`] = full fine-tuning).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +73,9 @@ pub struct TrainConfig {
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
+    /// Absent from `run.json` (and its hash) when f32, so older runs resume unchanged.
+    #[serde(default, skip_serializing_if = "OptimMaster::is_f32")]
+    pub optim_master: OptimMaster,
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
     pub shuffle: bool,
@@ -87,6 +111,7 @@ impl TrainConfig {
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
+            optim_master: OptimMaster::F32,
             max_grad_norm: Some(1.0),
             seed: 42,
             shuffle: true,
@@ -259,6 +284,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         beta2: cfg.adam_beta2,
         eps: cfg.adam_eps,
         weight_decay: cfg.weight_decay,
+        master: match cfg.optim_master {
+            OptimMaster::F32 => Master::F32,
+            OptimMaster::Bf16Sr => Master::StochasticBf16 { seed: cfg.seed },
+        },
     };
     let mut opt = AdamW::new(params, adam)?;
     let mut state = TrainerState {

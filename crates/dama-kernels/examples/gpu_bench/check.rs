@@ -285,5 +285,77 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
             &|x, _| dama_kernels::quick_gelu(&x[0]),
         )?;
     }
+    all_ok &= adamw(gpu, only)?;
+    Ok(all_ok)
+}
+
+/// The fused AdamW update (`dama_kernels::adamw`), CUDA against CPU: four steps from the same
+/// variable and gradients, for f32 and bf16 variables and gradients, weight decay on and off;
+/// the variable, the master and both moments compared afterwards. Both devices round the same
+/// f32 operations in the same order, so the expected error is 0.
+fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
+    use dama_kernels::adamw::{AdamWState, AdamWStep, Master};
+    let mut all_ok = true;
+    let shape: &[usize] = &[3, 100_003];
+    let tol = 1e-6;
+    // (variable dtype, master layout): the f32 master, and bf16 as its own master with
+    // stochastic rounding (the random bits are a hash of (seed, step, index) on both devices)
+    let layouts = [
+        (DType::F32, Master::F32),
+        (DType::BF16, Master::F32),
+        (DType::BF16, Master::StochasticBf16 { seed: 1234 }),
+    ];
+    for (var_dtype, master) in layouts {
+        for grad_dtype in [DType::F32, DType::BF16] {
+            for wd in [0.0, 0.01] {
+                let sr = if matches!(master, Master::F32) {
+                    ""
+                } else {
+                    " master bf16-sr"
+                };
+                let name = format!("adamw var {var_dtype:?}{sr} grad {grad_dtype:?} wd {wd}");
+                if only.is_some_and(|p| !name.starts_with(p)) {
+                    continue;
+                }
+                let run = |dev: &Device| -> Result<Vec<Tensor>> {
+                    let var = Var::from_tensor(&randn(1, shape, 1.0, var_dtype, dev)?)?;
+                    let state = AdamWState::with_master(var.as_tensor(), master)?;
+                    for t in 1..=4u64 {
+                        let g = randn(10 + t, shape, 0.1 * t as f64, grad_dtype, dev)?;
+                        let step = AdamWStep::new(1e-3 * t as f64, 0.9, 0.999, 1e-8, wd, t);
+                        state.update(&var, &g, &step)?;
+                    }
+                    let mut out = vec![
+                        var.as_tensor().clone(),
+                        state.exp_avg()?,
+                        state.exp_avg_sq()?,
+                    ];
+                    out.extend(state.master()?);
+                    Ok(out)
+                };
+                let errs = run(&Device::Cpu).and_then(|c| {
+                    let g = run(gpu)?;
+                    c.iter()
+                        .zip(&g)
+                        .map(|(c, g)| rel_err(g, c))
+                        .collect::<Result<Vec<_>>>()
+                });
+                let (errs, err) = match errs {
+                    Ok(e) => (e, None),
+                    Err(e) => (vec![f64::INFINITY], Some(e.to_string())),
+                };
+                let ok = err.is_none() && errs.iter().all(|&e| e <= tol);
+                all_ok &= ok;
+                // out_err: the variable; grad_errs: exp_avg, exp_avg_sq (, master)
+                let mut line = json!({"check": name, "dtype": format!("{var_dtype:?}"),
+                                      "inputs": [shape], "out_err": errs[0],
+                                      "grad_errs": errs[1..], "tol": tol, "ok": ok});
+                if let Some(e) = err {
+                    line["error"] = json!(e);
+                }
+                println!("{line}");
+            }
+        }
+    }
     Ok(all_ok)
 }

@@ -8,8 +8,11 @@
 //!                                      --only, then the tiny LLaVA's log-probs and gradients
 //! gpu_bench ops [--iters N]            fused vs composed fwd+bwd per op at the block's shapes
 //! gpu_bench block [--iters N]          the block probe (fused and composed), vs torch_block.py
-//! gpu_bench step --model 1b|7b [--pairs N] [--steps N]   one DAMA step, vs torch_dpo_step.py,
-//!                                      then one more timed phase by phase (`phases_ms`)
+//! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|candle]
+//!                                      one DAMA step, vs torch_dpo_step.py, then one more
+//!                                      timed phase by phase (`phases_ms`); AdamW fused (fp32
+//!                                      master + moments, the default), fused-sr (bf16 master,
+//!                                      stochastic rounding, fp32 moments) or candle_nn's (bf16)
 //! ```
 //!
 //! `--cpu` runs on the CPU instead (no GPU needed): `check --cpu` exercises the harness (CPU
@@ -95,7 +98,8 @@ fn main() -> anyhow::Result<()> {
             let pairs = arg(&args, "--pairs")
                 .map_or(Ok(if model == "7b" { 4 } else { 8 }), |s| s.parse())?;
             let steps = arg(&args, "--steps").map_or(Ok(3), |s| s.parse())?;
-            step::run(&dev, &model, pairs, steps)?;
+            let optim = arg(&args, "--optim").unwrap_or_else(|| "fused".into());
+            step::run(&dev, &model, pairs, steps, &optim)?;
         }
         other => anyhow::bail!("unknown mode {other} (check, ops, block, step)"),
     }

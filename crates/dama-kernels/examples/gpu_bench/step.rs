@@ -3,15 +3,24 @@
 //! LLaMA language model fully trained, bf16, per-pair log-probs with the shared prefix, the
 //! DAMA maths of `dama-core`, backward of Σ wᵢ·hᵢ, AdamW. Random weights are drawn on the GPU
 //! (drawing 7B numbers on the host would take minutes of device time).
+//!
+//! The optimizer (`--optim`): `fused` (the default) is the product's semantics, fp32 master
+//! weights and fp32 moments updated by `dama_kernels::adamw` (one kernel per variable, the
+//! bf16 gradients read as they are); `fused-sr` the same kernel with no master copy, the bf16
+//! weights their own master rounded stochastically (`Master::StochasticBf16`, fp32 moments:
+//! 8 bytes of state per parameter instead of 12, what fits 7b); `candle` is `candle_nn::AdamW` (moments in bf16, no
+//! master, ~15 element-wise kernels per variable), for comparison.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use dama_clip::config::ClipVisionConfig;
 use dama_core::{DamaConfig, DamaState, StepInput};
+use dama_kernels::adamw::{AdamWState, AdamWStep, Master};
 use dama_llava::{
     Checkpoint, EncodedAnswer, EncodedPair, Images, LlavaConfig, LlavaModel, LoadOptions,
     PairBatch, Trainable,
@@ -233,7 +242,83 @@ fn used_gib() -> Option<f64> {
     None
 }
 
-pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
+/// The optimizer of the bench step (lr 5e-7, betas 0.9 / 0.999, eps 1e-8, no weight decay).
+pub enum Optim {
+    /// fp32 master + fp32 moments, `dama_kernels::adamw` (the product's semantics), or
+    /// (`fused-sr`) bf16 weights as their own master with stochastic rounding + fp32 moments.
+    Fused {
+        vars: Vec<(Var, AdamWState)>,
+        steps: u64,
+    },
+    /// `candle_nn::AdamW`: moments in the variables' dtype (bf16), no master; its state bytes.
+    Candle(AdamW, usize),
+}
+
+const LR: f64 = 5e-7;
+
+impl Optim {
+    pub fn new(kind: &str, vars: Vec<Var>) -> Result<Self> {
+        match kind {
+            "fused" | "fused-sr" => Ok(Self::Fused {
+                vars: vars
+                    .into_iter()
+                    .map(|v| {
+                        let master = if kind == "fused-sr" {
+                            Master::StochasticBf16 { seed: 0 }
+                        } else {
+                            Master::F32
+                        };
+                        let s = AdamWState::with_master(v.as_tensor(), master)?;
+                        Ok((v, s))
+                    })
+                    .collect::<Result<_>>()?,
+                steps: 0,
+            }),
+            "candle" => {
+                let bytes = vars
+                    .iter()
+                    .map(|v| 2 * v.elem_count() * v.dtype().size_in_bytes())
+                    .sum();
+                let opt = AdamW::new(
+                    vars,
+                    ParamsAdamW {
+                        lr: LR,
+                        weight_decay: 0.0,
+                        ..Default::default()
+                    },
+                )?;
+                Ok(Self::Candle(opt, bytes))
+            }
+            other => candle_core::bail!("unknown optimizer {other} (fused, fused-sr, candle)"),
+        }
+    }
+
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        match self {
+            Self::Fused { vars, steps } => {
+                *steps += 1;
+                let step = AdamWStep::new(LR, 0.9, 0.999, 1e-8, 0.0, *steps);
+                for (var, state) in vars.iter() {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        state.update(var, g, &step)?;
+                    }
+                }
+                Ok(())
+            }
+            Self::Candle(opt, _) => opt.step(grads),
+        }
+    }
+
+    /// Bytes of optimizer state on the device.
+    pub fn state_bytes(&self) -> usize {
+        match self {
+            Self::Fused { vars, .. } => vars.iter().map(|(_, s)| 4 * s.buffer().elem_count()).sum(),
+            Self::Candle(_, bytes) => *bytes,
+        }
+    }
+}
+
+pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize, optim: &str) -> Result<()> {
     let text_len = 160;
     let cfg = config(lm)?;
     let t0 = Instant::now();
@@ -256,14 +341,13 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
     );
     let vars: Vec<Var> = model.trainable_vars().values().cloned().collect();
     let n_train: usize = vars.iter().map(|v| v.elem_count()).sum();
-    let mut opt = AdamW::new(
-        vars,
-        ParamsAdamW {
-            lr: 5e-7,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = Optim::new(optim, vars)?;
+    dev.synchronize()?;
+    eprintln!(
+        "optimizer {optim}: {:.1} GiB of state, {:.1} GiB in use",
+        opt.state_bytes() as f64 / (1u64 << 30) as f64,
+        used_gib().unwrap_or(f64::NAN)
+    );
     let batch = batch(pairs, text_len, dev)?;
     let rc: Vec<f32> = (0..pairs).map(|i| -200.0 - (i % 7) as f32).collect();
     let rr: Vec<f32> = (0..pairs).map(|i| -200.5 - (i % 5) as f32).collect();
@@ -325,7 +409,9 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize) -> Result<()> {
     let lm_tokens = pairs * (seq + text_len / 2);
     println!(
         "{}",
-        json!({"config": format!("llava-{lm}"), "pairs_per_step": pairs, "seq_len": seq,
+        json!({"config": format!("llava-{lm}"), "optim": optim,
+               "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
+               "pairs_per_step": pairs, "seq_len": seq,
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
                "lm_tokens_per_step_shared_prefix": lm_tokens,
                "mfu_vs_989_anchor_flops": (flops_lm + flops_vit) / step / PEAK_BF16,
@@ -359,7 +445,7 @@ struct Phases {
 fn phases(
     dev: &Device,
     model: &LlavaModel,
-    opt: &mut AdamW,
+    opt: &mut Optim,
     batch: &PairBatch,
     dama: &DamaConfig<f32>,
     state: &mut DamaState<f32>,

@@ -6,6 +6,7 @@
 //! the tensor-core attention (`attention_mma.cu`, the default; `DAMA_CUDA_ATTN=fma` selects
 //! the FMA kernels instead) included.
 
+pub(crate) mod adamw;
 pub(crate) mod attention;
 pub(crate) mod head;
 pub(crate) mod norms;
@@ -35,6 +36,10 @@ pub(crate) const HEAD: Module = Module {
 pub(crate) const ATTENTION: Module = Module {
     name: "dama_kernels_attention",
     ptx: include_str!(concat!(env!("OUT_DIR"), "/attention.ptx")),
+};
+pub(crate) const ADAMW: Module = Module {
+    name: "dama_kernels_adamw",
+    ptx: include_str!(concat!(env!("OUT_DIR"), "/adamw.ptx")),
 };
 pub(crate) const ATTENTION_MMA: Module = Module {
     name: "dama_kernels_attention_mma",

@@ -1,0 +1,71 @@
+// The fused AdamW update (src/adamw.rs): one grid-stride pass per variable over its packed f32
+// state [master | exp_avg | exp_avg_sq] (no master for an f32 variable, which is its own),
+// the gradient (f32 or bf16) and the variable (f32 or bf16), everything in place. f32 with
+// explicitly rounded operations (no FMA contraction), in the order of the composed candle ops,
+// so that the result equals the CPU's bit for bit.
+// With `sr` (a bf16 variable that is its own master, no master in the state) the result is
+// rounded to bf16 stochastically with the random bits of (key, i): see adamw::stochastic_bf16.
+#include "common.cuh"
+
+__device__ __forceinline__ unsigned long long adamw_mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// adamw::sr_bits then adamw::stochastic_bf16.
+__device__ __forceinline__ __nv_bfloat16 adamw_sr_bf16(float x, unsigned long long key,
+                                                       long long i) {
+    if (isnan(x)) return __float2bfloat16_rn(x);
+    const unsigned long long h =
+        adamw_mix64(key + ((unsigned long long)i + 1ull) * 0x9E3779B97F4A7C15ull);
+    const unsigned int bits = __float_as_uint(x) + (unsigned int)(h >> 48);
+    return __ushort_as_bfloat16((unsigned short)(bits >> 16));
+}
+
+template <typename P>
+__device__ __forceinline__ void adamw_store(P* p, float w, int, unsigned long long, long long) {
+    *p = from_f<P>(w);
+}
+template <>
+__device__ __forceinline__ void adamw_store<__nv_bfloat16>(__nv_bfloat16* p, float w, int sr,
+                                                           unsigned long long key, long long i) {
+    *p = sr ? adamw_sr_bf16(w, key, i) : from_f<__nv_bfloat16>(w);
+}
+
+template <typename P, typename G>
+__device__ void adamw(float* state, P* p, const G* g, long long n, int has_master, int wd,
+                      float decay, float b1, float omb1, float b2, float omb2, float inv_bc2,
+                      float eps, float step_size, int sr, unsigned long long key) {
+    float* master = state;
+    float* m = state + (has_master ? n : 0);
+    float* v = m + n;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        const float gi = to_f(g[i]);
+        float w = has_master ? master[i] : to_f(p[i]);
+        if (wd) w = __fmul_rn(w, decay);
+        const float mi = __fadd_rn(__fmul_rn(m[i], b1), __fmul_rn(gi, omb1));
+        const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(gi, gi), omb2));
+        const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_bc2), eps);
+        w = __fsub_rn(w, __fmul_rn(__fdiv_rn(mi, denom), step_size));
+        m[i] = mi;
+        v[i] = vi;
+        if (has_master) master[i] = w;
+        adamw_store<P>(p + i, w, sr, key, i);
+    }
+}
+
+#define ADAMW(NAME, P, G)                                                                      \
+    extern "C" __global__ void NAME(float* state, P* p, const G* g, long long n,                \
+                                    int has_master, int wd, float decay, float b1, float omb1,  \
+                                    float b2, float omb2, float inv_bc2, float eps,             \
+                                    float step_size, int sr, unsigned long long key) {          \
+        adamw<P, G>(state, p, g, n, has_master, wd, decay, b1, omb1, b2, omb2, inv_bc2, eps,   \
+                    step_size, sr, key);                                                        \
+    }
+
+ADAMW(adamw_f32_f32, float, float)
+ADAMW(adamw_f32_bf16, float, __nv_bfloat16)
+ADAMW(adamw_bf16_f32, __nv_bfloat16, float)
+ADAMW(adamw_bf16_bf16, __nv_bfloat16, __nv_bfloat16)
