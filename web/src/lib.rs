@@ -11,12 +11,14 @@
 //! - [`table`], [`histogram`]: the views' rows and bins (bands from `dama-core`);
 //! - [`persist`]: what survives a reload (annotations, and scores keyed by content);
 //! - [`export`]: the curated set as annotated JSONL, δ̄ recomputed over the kept pairs;
-//! - [`protocol`], [`hub`]: the worker's messages and where model files come from.
+//! - [`protocol`], [`hub`]: the worker's messages and where model files come from;
+//! - [`bench`]: CLIP timings in the worker for `scripts/bench-web.sh` (not used when scoring).
 //!
 //! The browser-only parts ([`ui`], [`browser`], [`worker`]) compile for wasm32 only: Leptos
 //! components, the gloo-worker bridge, localStorage, the Cache API and downloads.
 //! All maths is `dama-core`'s (through `dama-data`); no formula is written here.
 
+pub mod bench;
 pub mod export;
 pub mod histogram;
 pub mod hub;

@@ -5,6 +5,7 @@
 use dama_data::Scores;
 use serde::{Deserialize, Serialize};
 
+use crate::bench::BenchReport;
 use crate::hub::ModelUrls;
 
 /// One pair to score: its encoded image and the sub-sentences of both answers.
@@ -35,6 +36,11 @@ pub enum ToWorker {
         batch: u64,
         items: Vec<ScoreItem>,
     },
+    /// Time the loaded model ([`crate::bench`]; `scripts/bench-web.sh`), `repeats` times after
+    /// a warm-up. Not sent by the explorer itself.
+    Bench {
+        repeats: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,4 +68,6 @@ pub enum FromWorker {
     NoModel {
         batch: u64,
     },
+    /// The answer to [`ToWorker::Bench`] (an error when no model is loaded).
+    Bench(Result<BenchReport, String>),
 }

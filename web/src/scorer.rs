@@ -39,6 +39,11 @@ impl WorkerScorer {
         })
     }
 
+    /// The dama-clip scorer itself (for [`crate::bench`]).
+    pub fn clip(&self) -> &ClipScorer {
+        &self.scorer
+    }
+
     /// Scores the items in one call of `score_pairs` (their images form one batch); an item
     /// whose image does not decode gets an error of its own and the others are still scored.
     pub fn score(&self, items: &[ScoreItem]) -> Vec<ScoreResult> {

@@ -9,6 +9,16 @@ use crate::hub::{MODEL_FILES, ModelUrls};
 use crate::protocol::{FromWorker, ToWorker};
 use crate::scorer::WorkerScorer;
 
+/// `performance.now()` in the worker (sub-millisecond, unlike `Date.now()`).
+fn precise_ms() -> f64 {
+    use wasm_bindgen::JsCast;
+    js_sys::global()
+        .dyn_into::<web_sys::WorkerGlobalScope>()
+        .ok()
+        .and_then(|g| g.performance())
+        .map_or_else(now_ms, |p| p.now())
+}
+
 pub struct ScoringWorker {
     scorer: Option<WorkerScorer>,
 }
@@ -105,6 +115,13 @@ impl Worker for ScoringWorker {
                     );
                 }
             },
+            ToWorker::Bench { repeats } => {
+                let report = match &self.scorer {
+                    None => Err("no model loaded".to_owned()),
+                    Some(scorer) => crate::bench::run(scorer, repeats as usize, &precise_ms),
+                };
+                scope.respond(id, FromWorker::Bench(report));
+            }
         }
     }
 }

@@ -71,7 +71,30 @@ impl AppState {
             .as_module(false)
             .spawn("./worker.js");
         state.bridge.set_value(Some(bridge));
+        state.install_bench_hook();
         state
+    }
+
+    /// With `?bench` in the address only: `window.damaBench(repeats)` asks the worker for
+    /// [`crate::bench`]'s timings of the loaded model, which arrive as JSON in
+    /// `window.damaBenchResult`. For `scripts/bench-web.sh`; the explorer never sends it.
+    fn install_bench_hook(self) {
+        use wasm_bindgen::prelude::Closure;
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        if !window
+            .location()
+            .search()
+            .unwrap_or_default()
+            .contains("bench")
+        {
+            return;
+        }
+        let hook =
+            Closure::<dyn Fn(u32)>::new(move |repeats: u32| self.send(ToWorker::Bench { repeats }));
+        let _ = js_sys::Reflect::set(&window, &"damaBench".into(), hook.as_ref());
+        hook.forget();
     }
 
     /// The state alone (component tests, where no `worker.js` is served): scoring requests go
@@ -340,6 +363,15 @@ impl AppState {
                     s.on_result(batch, now_ms());
                 });
                 self.error("the worker has no model loaded");
+            }
+            FromWorker::Bench(report) => {
+                let json = match report {
+                    Ok(r) => serde_json::to_string(&r).unwrap_or_default(),
+                    Err(e) => serde_json::json!({ "error": e }).to_string(),
+                };
+                if let Some(w) = web_sys::window() {
+                    let _ = js_sys::Reflect::set(&w, &"damaBenchResult".into(), &json.into());
+                }
             }
             FromWorker::Scored { batch, results, .. } => {
                 let model = self.scoring_model.get_value().unwrap_or_default();
