@@ -218,14 +218,17 @@ impl GradAccumulator {
 /// `torch.nn.utils.clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
 /// Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    let mut sum_sq = 0f64;
-    for g in grads.iter().flatten() {
-        sum_sq += g
-            .sqr()?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
-    }
+    // Summed on the device and read back once: one host sync per step, not one per tensor.
+    let squares = grads
+        .iter()
+        .flatten()
+        .map(|g| g.sqr()?.sum_all()?.to_dtype(DType::F64))
+        .collect::<Result<Vec<_>>>()?;
+    let sum_sq = if squares.is_empty() {
+        0.0
+    } else {
+        Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?
+    };
     let norm = sum_sq.sqrt();
     let coef = (max_norm / (norm + 1e-6)).min(1.0);
     if coef < 1.0 {
