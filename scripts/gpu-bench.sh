@@ -27,7 +27,8 @@
 #           and gradients, weight decay on and off, 4 steps each, and bf16 variables as their
 #           own master with stochastic rounding (expected error 0; a failure fails the run like
 #           check's)
-#   block   the LLaMA-1B-shaped block probe, fused and composed candle, vs torch_block.py
+#   block   the LLaMA-1B-shaped block probe, fused and composed candle, and as a dama_llava
+#           decoder layer with its hand-written backward and with autograd, vs torch_block.py
 #           (goal: fused within 1.2x of PyTorch SDPA's 5.7 ms on an H200)
 #   block_fma  the block probe's candle part with the FMA attention (for the before/after)
 #   ops     fused vs composed forward+backward of each op at the block's shapes (seeded with
@@ -42,6 +43,9 @@
 #           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
 #           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
 #           out of memory on the H200)
+#   step1b_autograd, step7b_autograd  step1b / step7b with the decoder layers' gradients from
+#           candle's autograd instead of their hand-written backward (dama_llava::decoder), for
+#           the before/after (not in the default list)
 #   step1b_candle_optim, step7b_candle_optim  the same with candle_nn::AdamW (bf16 moments,
 #           no master, ~15 kernels per variable) instead, for the before/after (not in the
 #           default list)
@@ -192,6 +196,8 @@ for s in ${STAGES:-check check_mma check_default check_adamw block ops step1b st
             stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr
             [ "$torch" = 1 ] && stage step7b_torch 200 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:4
             ;;
+        step1b_autograd) stage step1b_autograd 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --layer-backward autograd ;;
+        step7b_autograd) stage step7b_autograd 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr --layer-backward autograd ;;
         step1b_candle_optim) stage step1b_candle_optim 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --optim candle ;;
         step7b_candle_optim) stage step7b_candle_optim 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim candle ;;
         demo)
@@ -260,19 +266,27 @@ for st in ("block_candle", "block_fma"):
             line += (f"; torch sdpa {torch['sdpa']['step_ms']} ms, eager {torch['eager']['step_ms']} ms;"
                      f" fused / sdpa = {f['step_ms'] / torch['sdpa']['step_ms']:.2f} (goal <= 1.2){torch_src}")
         print(line)
+        for probe, what in (("dama_block_layer_manual_bf16", "decoder layer, hand-written backward"),
+                            ("dama_block_layer_autograd_bf16", "decoder layer, candle autograd")):
+            r = cand.get(probe)
+            if r:
+                line = f"  {what}: {r['step_ms']:.2f} ms (fwd {r['fwd_ms']:.2f}, bwd {r['bwd_ms']:.2f})"
+                if torch and "sdpa" in torch:
+                    line += f"; / sdpa = {r['step_ms'] / torch['sdpa']['step_ms']:.2f}"
+                print(line)
 if by("ops"):
     print(f"ops (attention {kernel('ops')}):")
 for r in by("ops"):
     if "op" in r:
         print(f"op {r['op']:<24} fused {r['fused_ms']:8.2f} ms (fwd {r.get('fused_fwd_ms', float('nan')):6.2f})"
               f"  composed {r['composed_ms']:8.2f} ms  {r['speedup']:.2f}x")
-for m, st in (("1b", "step1b_candle"), ("1b", "step1b_candle_optim"),
-              ("7b", "step7b_candle"), ("7b", "step7b_candle_optim")):
+for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b_candle_optim"),
+              ("7b", "step7b_candle"), ("7b", "step7b_autograd"), ("7b", "step7b_candle_optim")):
     c = next((r for r in by(st) if "pairs_per_s" in r), None)
     t, t_src = anchor(f"step{m}_torch")
     t = t if t and "pairs_per_s" in t else None
     if c:
-        line = (f"llava-{m} step [{st}, attention {kernel(st)}, AdamW {c.get('optim', 'candle')}"
+        line = (f"llava-{m} step [{st}, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}, AdamW {c.get('optim', 'candle')}"
                 f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")
         if t:

@@ -1,15 +1,13 @@
-//! Activation checkpointing: run a function (a decoder layer) without keeping its intermediate
-//! activations for the backward, and run it again, with a graph, when the backward reaches it.
-//! Memory per layer drops from everything the layer's backward needs to its input and output;
-//! the price is a second forward of the layer.
+//! Layers with a backward written by hand, and activation checkpointing built on them.
 //!
-//! candle has no hook for this, and a `CustomOp` returns gradients only for its (at most three)
+//! candle has no hook for either: a `CustomOp` returns gradients only for its (at most three)
 //! arguments, while a layer has many weights. So the parameters are attached through tiny side
 //! nodes: each tracked parameter `p_i` feeds an op returning a zero scalar, the scalars are
-//! summed into `s`, and the result is `recompute(x, s)`. In the backward, candle reaches
-//! `recompute` before `s` and the side nodes (they are its inputs), so its backward can run the
-//! layer again from the saved `x`, backpropagate the output gradient through it once, return
-//! `dx`, and leave each parameter's gradient where the side nodes pick it up.
+//! summed into `s`, and the result is `layer(x, s)`. In the backward, candle reaches `layer`
+//! before `s` and the side nodes (they are its inputs), so its backward can compute every
+//! gradient at once, return `dx`, and leave each parameter's gradient where the side nodes
+//! pick it up. Inside the layer no candle graph exists: no per-node zero-fill and add, no
+//! gradient for a frozen weight, no copy for a transposed view.
 
 use std::sync::{Arc, Mutex};
 
@@ -19,25 +17,34 @@ use candle_core::{
 
 use crate::io;
 
-const NAME: &str = "dama-checkpoint";
+const NAME: &str = "dama-layer";
 
-/// The checkpointed function: `(input, track)` → output. With `track = false` it must record no
-/// graph (read its weights through `detach`); with `track = true` it must read the same
-/// weights as they are, so that gradients reach them.
-pub type Recompute = dyn Fn(&Tensor, bool) -> Result<Tensor> + Send + Sync;
+/// What a layer's backward returns: the input gradient (when asked for) and one slot per
+/// parameter, in the order the parameters were given (`None` where none was asked for).
+pub struct LayerGrads {
+    pub dx: Option<Tensor>,
+    pub params: Vec<Option<Tensor>>,
+}
 
-/// `f(x)` whose backward recomputes `f`. `params` are the tensors `f` reads that may need a
-/// gradient (those that do not track one are skipped). Values and gradients equal `f(x, true)`
-/// with a graph; only the memory and the time differ.
-pub fn checkpoint(x: &Tensor, params: &[Tensor], f: Arc<Recompute>) -> Result<Tensor> {
-    let y = f(&x.detach(), false)?;
-    let tracked: Vec<Tensor> = params.iter().filter(|p| p.track_op()).cloned().collect();
-    if tracked.is_empty() && !x.track_op() {
+/// A layer's backward: `(dy, which parameters need a gradient, whether x needs one)`.
+pub type Backward = dyn Fn(&Tensor, &[bool], bool) -> Result<LayerGrads> + Send + Sync;
+
+/// Puts `y`, computed from `x` and `params` without a graph, into candle's graph with `bwd` as
+/// its backward. Parameters that track no gradient are never asked for one; when nothing
+/// tracks, `y` is returned as it is.
+pub fn with_backward(
+    x: &Tensor,
+    y: Tensor,
+    params: &[Tensor],
+    bwd: Arc<Backward>,
+) -> Result<Tensor> {
+    let need: Vec<bool> = params.iter().map(|p| p.track_op()).collect();
+    if !need.iter().any(|&n| n) && !x.track_op() {
         return Ok(y);
     }
-    let grads = Arc::new(Mutex::new(vec![None; tracked.len()]));
+    let grads = Arc::new(Mutex::new(vec![None; params.len()]));
     let mut s = Tensor::zeros(1, DType::F32, x.device())?;
-    for (i, p) in tracked.iter().enumerate() {
+    for (i, p) in params.iter().enumerate().filter(|(i, _)| need[*i]) {
         s = (s + p.apply_op1(Attach {
             index: i,
             grads: grads.clone(),
@@ -45,24 +52,66 @@ pub fn checkpoint(x: &Tensor, params: &[Tensor], f: Arc<Recompute>) -> Result<Te
     }
     x.apply_op2(
         &s,
-        Recomputed {
-            f,
-            output: y,
-            params: tracked,
+        Layer {
+            bwd,
+            output: Mutex::new(Some(y)),
+            need,
             grads,
         },
     )
 }
 
-/// Returns the precomputed output; its backward runs `f` again.
-struct Recomputed {
-    f: Arc<Recompute>,
-    output: Tensor,
-    params: Vec<Tensor>,
+/// The checkpointed function: `(input, track)` → output. With `track = false` it must record no
+/// graph (read its weights through `detach`); with `track = true` it must read the same
+/// weights as they are, so that gradients reach them.
+pub type Recompute = dyn Fn(&Tensor, bool) -> Result<Tensor> + Send + Sync;
+
+/// `f(x)` whose backward recomputes `f` (activation checkpointing): memory per layer drops
+/// from everything the layer's backward needs to its input and output, for a second forward.
+/// `params` are the tensors `f` reads that may need a gradient. Values and gradients equal
+/// `f(x, true)` with a graph; only the memory and the time differ.
+pub fn checkpoint(x: &Tensor, params: &[Tensor], f: Arc<Recompute>) -> Result<Tensor> {
+    let input = x.detach();
+    let y = f(&input, false)?;
+    let params_kept = params.to_vec();
+    let bwd: Arc<Backward> = Arc::new(move |dy: &Tensor, need: &[bool], need_dx: bool| {
+        let leaf = Var::from_tensor(&input)?;
+        let y = f(leaf.as_tensor(), true)?;
+        let g = (y * dy.detach())?.sum_all()?.backward()?;
+        let params = params_kept
+            .iter()
+            .zip(need)
+            .map(|(p, &n)| if n { g.get(p).cloned() } else { None })
+            .collect();
+        let dx = if need_dx {
+            g.get(leaf.as_tensor()).cloned()
+        } else {
+            None
+        };
+        Ok(LayerGrads { dx, params })
+    });
+    with_backward(x, y, params, bwd)
+}
+
+/// Returns the precomputed output; its backward runs the layer's.
+struct Layer {
+    bwd: Arc<Backward>,
+    /// Taken by the forward (one copy of the output, not two).
+    output: Mutex<Option<Tensor>>,
+    need: Vec<bool>,
     grads: Arc<Mutex<Vec<Option<Tensor>>>>,
 }
 
-impl CustomOp2 for Recomputed {
+impl Layer {
+    fn take_output(&self) -> Result<Tensor> {
+        match self.output.lock().expect("layer output lock").take() {
+            Some(y) => Ok(y),
+            None => bail!("{NAME}: forward ran twice"),
+        }
+    }
+}
+
+impl CustomOp2 for Layer {
     fn name(&self) -> &'static str {
         NAME
     }
@@ -74,8 +123,9 @@ impl CustomOp2 for Recomputed {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match io::clone_storage(&self.output)? {
-            Storage::Cpu(s) => Ok((s, self.output.shape().clone())),
+        let y = self.take_output()?;
+        match io::clone_storage(&y)? {
+            Storage::Cpu(s) => Ok((s, y.shape().clone())),
             _ => bail!("{NAME}: output not on the CPU"),
         }
     }
@@ -88,8 +138,9 @@ impl CustomOp2 for Recomputed {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        match io::clone_storage(&self.output)? {
-            Storage::Cuda(s) => Ok((s, self.output.shape().clone())),
+        let y = self.take_output()?;
+        match io::clone_storage(&y)? {
+            Storage::Cuda(s) => Ok((s, y.shape().clone())),
             _ => bail!("{NAME}: output not on the GPU"),
         }
     }
@@ -101,18 +152,19 @@ impl CustomOp2 for Recomputed {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let leaf = Var::from_tensor(&x.detach())?;
-        let y = (self.f)(leaf.as_tensor(), true)?;
-        let g = (y * dy.detach())?.sum_all()?.backward()?;
-        let mut slots = self.grads.lock().expect("checkpoint gradients lock");
-        for (slot, p) in slots.iter_mut().zip(&self.params) {
-            *slot = g.get(p).cloned();
+        let out = (self.bwd)(dy, &self.need, x.track_op())?;
+        if out.params.len() != self.need.len() {
+            bail!(
+                "{NAME}: the backward returned {} parameter gradients for {} parameters",
+                out.params.len(),
+                self.need.len()
+            );
         }
-        let dx = if x.track_op() {
-            g.get(leaf.as_tensor()).cloned()
-        } else {
-            None
-        };
+        let mut slots = self.grads.lock().expect("layer gradients lock");
+        for ((slot, g), &n) in slots.iter_mut().zip(out.params).zip(&self.need) {
+            *slot = if n { g } else { None };
+        }
+        let dx = if x.track_op() { out.dx } else { None };
         Ok((dx, Some(s.zeros_like()?)))
     }
 }
@@ -126,7 +178,7 @@ struct Attach {
 
 impl CustomOp1 for Attach {
     fn name(&self) -> &'static str {
-        "dama-checkpoint-param"
+        "dama-layer-param"
     }
 
     fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
@@ -149,7 +201,7 @@ impl CustomOp1 for Attach {
     }
 
     fn bwd(&self, _p: &Tensor, _res: &Tensor, _grad: &Tensor) -> Result<Option<Tensor>> {
-        let mut slots = self.grads.lock().expect("checkpoint gradients lock");
+        let mut slots = self.grads.lock().expect("layer gradients lock");
         match slots.get_mut(self.index) {
             Some(slot) => Ok(slot.take()),
             None => bail!("{NAME}: no gradient slot {}", self.index),
@@ -160,7 +212,7 @@ impl CustomOp1 for Attach {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{Rng, grads, rel_err};
+    use crate::testing::{Rng, grads, objective, rel_err};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A two-layer MLP block with a residual, reading its weights tracked or detached.
@@ -248,5 +300,141 @@ mod tests {
         )
         .unwrap();
         assert!(!y.track_op());
+    }
+
+    /// A small attention + MLP layer on `(b·t, d)` rows, built from the fused ops: with candle's
+    /// autograd, and outside the graph with a backward written from the explicit backward
+    /// functions, wired in by `with_backward`.
+    struct Mini {
+        b: usize,
+        t: usize,
+        h: usize,
+        hd: usize,
+        cos: Tensor,
+        sin: Tensor,
+        mask: crate::AttnMask,
+    }
+
+    impl Mini {
+        fn autograd(&self, x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+            let [norm, wq, wk, wv, wa, wb] = p else {
+                bail!("six parameters")
+            };
+            let n = crate::rms_norm(x, norm, 1e-5)?;
+            let heads = |y: Tensor| y.reshape((self.b, self.t, self.h, self.hd));
+            let q = crate::rope(&heads(n.matmul(wq)?)?, &self.cos, &self.sin)?;
+            let k = crate::rope(&heads(n.matmul(wk)?)?, &self.cos, &self.sin)?;
+            let v = heads(n.matmul(wv)?)?;
+            let a = crate::attention(&q, &k, &v, &self.mask, 0.5)?;
+            let x2 = (x + a.reshape(x.shape())?)?;
+            x2.clone() + crate::swiglu(&x2.matmul(wa)?, &x2.matmul(wb)?)?
+        }
+
+        fn manual(self: &Arc<Self>, x: &Tensor, p: &[Tensor]) -> Result<Tensor> {
+            let d: Vec<Tensor> = p.iter().map(|t| t.detach()).collect();
+            let x0 = x.detach();
+            let n = crate::rms_norm(&x0, &d[0], 1e-5)?;
+            let heads = |y: Tensor| y.reshape((self.b, self.t, self.h, self.hd));
+            let q = crate::rope(&heads(n.matmul(&d[1])?)?, &self.cos, &self.sin)?;
+            let k = crate::rope(&heads(n.matmul(&d[2])?)?, &self.cos, &self.sin)?;
+            let v = heads(n.matmul(&d[3])?)?.contiguous()?;
+            let (a, lse) = crate::attention_forward(&q, &k, &v, &self.mask, 0.5)?;
+            let x2 = (&x0 + a.reshape(x0.shape())?)?;
+            let (g, u) = (x2.matmul(&d[4])?, x2.matmul(&d[5])?);
+            let y = (&x2 + crate::swiglu(&g, &u)?)?;
+            let me = self.clone();
+            let bwd: Arc<Backward> = Arc::new(move |dy: &Tensor, need: &[bool], need_dx: bool| {
+                let mut params = vec![None; 6];
+                let (dg, du) = crate::swiglu_backward(&g, &u, dy, true, true)?;
+                let (dg, du) = (dg.unwrap(), du.unwrap());
+                params[4] = need[4].then(|| x2.t()?.matmul(&dg)).transpose()?;
+                params[5] = need[5].then(|| x2.t()?.matmul(&du)).transpose()?;
+                let dx2 = ((dy + dg.matmul(&d[4].t()?)?)? + du.matmul(&d[5].t()?)?)?;
+                let da = dx2.reshape(a.shape())?;
+                let (dq, dk, dv) =
+                    crate::attention_backward(&q, &k, &v, &a, &lse, &da, &me.mask, 0.5)?;
+                let flat = |t: Tensor| t.reshape(x2.shape());
+                let dq = flat(crate::rope_backward(&dq, &me.cos, &me.sin)?)?;
+                let dk = flat(crate::rope_backward(&dk, &me.cos, &me.sin)?)?;
+                let dv = flat(dv)?;
+                for (i, g) in [(1, &dq), (2, &dk), (3, &dv)] {
+                    params[i] = need[i].then(|| n.t()?.matmul(g)).transpose()?;
+                }
+                let dn = ((dq.matmul(&d[1].t()?)? + dk.matmul(&d[2].t()?)?)?
+                    + dv.matmul(&d[3].t()?)?)?;
+                let (dxn, dw) = crate::rms_norm_backward(&x0, &d[0], &dn, 1e-5, need_dx, need[0])?;
+                params[0] = dw;
+                let dx = dxn.map(|g| g + &dx2).transpose()?;
+                Ok(LayerGrads { dx, params })
+            });
+            with_backward(x, y, p, bwd)
+        }
+    }
+
+    #[test]
+    fn explicit_backward_functions_in_a_hand_written_layer_match_autograd() {
+        let (b, t, h, hd) = (2, 5, 2, 4);
+        let dm = h * hd;
+        for dtype in [DType::F64, DType::F32] {
+            let mut rng = Rng::new(8);
+            let x = rng.var(&[b * t, dm], 1.0, dtype).unwrap();
+            let mut vars = vec![
+                Var::from_tensor(&(rng.randn(&[dm], 0.1, dtype).unwrap() + 1.0).unwrap()).unwrap(),
+            ];
+            for _ in 0..5 {
+                vars.push(rng.var(&[dm, dm], 0.4, dtype).unwrap());
+            }
+            let (cos, sin) = (
+                rng.randn(&[b, t, hd], 1.0, dtype).unwrap(),
+                rng.randn(&[b, t, hd], 1.0, dtype).unwrap(),
+            );
+            // row 1 is padded after 3 tokens
+            let mask = crate::AttnMask::causal(t, &[t, 3]).unwrap();
+            let mini = Arc::new(Mini {
+                b,
+                t,
+                h,
+                hd,
+                cos,
+                sin,
+                mask,
+            });
+            let c = rng.randn(&[b * t, dm], 1.0, DType::F64).unwrap();
+            // all parameters tracked; then weight 2 frozen and x untracked
+            for frozen in [false, true] {
+                let params: Vec<Tensor> = vars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        if frozen && i == 2 {
+                            v.as_tensor().detach()
+                        } else {
+                            v.as_tensor().clone()
+                        }
+                    })
+                    .collect();
+                let xin = if frozen {
+                    x.as_tensor().detach()
+                } else {
+                    x.as_tensor().clone()
+                };
+                let want = mini.autograd(&xin, &params).unwrap();
+                let got = mini.manual(&xin, &params).unwrap();
+                assert!(rel_err(&want, &got) < 1e-6);
+                let gw = objective(&want, &c).unwrap().backward().unwrap();
+                let gg = objective(&got, &c).unwrap().backward().unwrap();
+                for (i, p) in std::iter::once(&xin).chain(&params).enumerate() {
+                    // candle's autograd also stores gradients for untracked inputs of its ops
+                    if !p.track_op() {
+                        assert!(gg.get(p).is_none(), "{i}: untracked, no gradient");
+                        assert!(frozen && (i == 0 || i == 3), "{i}");
+                        continue;
+                    }
+                    let e = rel_err(gw.get(p).unwrap(), gg.get(p).expect("a gradient"));
+                    let tol = if dtype == DType::F64 { 1e-12 } else { 1e-5 };
+                    assert!(e < tol, "{dtype:?} {i}: {e:e}");
+                }
+            }
+        }
     }
 }

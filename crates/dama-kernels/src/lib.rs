@@ -12,6 +12,7 @@
 //! | [`token_logprobs`] | linear + log-softmax + gather, chunked over the vocabulary | hidden and weight gradients, chunked |
 //! | [`layer_norm`], [`quick_gelu`] | forward only (the frozen CLIP tower) | none: an error if a graph reaches them |
 //! | [`adamw`] | fused AdamW update (fp32 master + moments in one in-place buffer per variable) | — |
+//! | [`with_backward`] | a layer computed outside the graph | the layer's hand-written backward, all weights at once |
 //! | [`checkpoint`] | runs a layer without keeping its activations | runs it again with a graph |
 //!
 //! Every op runs on the CPU (multi-threaded with rayon) and, with the `cuda` feature, on CUDA
@@ -40,15 +41,15 @@ mod swiglu;
 mod testing;
 
 pub use attention::{
-    CudaAttention, MMA_HEAD_DIMS, attention, cuda_attention, cuda_attention_path,
-    set_cuda_attention,
+    CudaAttention, MMA_HEAD_DIMS, attention, attention_backward, attention_forward, cuda_attention,
+    cuda_attention_path, set_cuda_attention,
 };
-pub use checkpoint::{Recompute, checkpoint};
+pub use checkpoint::{Backward, LayerGrads, Recompute, checkpoint, with_backward};
 pub use clip_ops::{layer_norm, quick_gelu};
 pub use elem::acc_dtype;
 pub use embedding::embedding;
 pub use head::{DEFAULT_VOCAB_CHUNK, token_logprobs};
 pub use mask::AttnMask;
-pub use rms_norm::rms_norm;
-pub use rope::rope;
-pub use swiglu::swiglu;
+pub use rms_norm::{rms_norm, rms_norm_backward};
+pub use rope::{rope, rope_backward};
+pub use swiglu::{swiglu, swiglu_backward};

@@ -126,8 +126,31 @@ fn forward_cpu<T: Elem>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
     y
 }
 
-/// Gradients of `rms_norm` for the inputs that need one.
-pub(crate) fn backward(
+/// Gradients of [`rms_norm`] for the inputs that need one (`dx`, `dw`), outside candle's
+/// graph: what a hand-written layer backward calls. `dy` has `x`'s shape.
+pub fn rms_norm_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    eps: f64,
+    need_dx: bool,
+    need_dw: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    if dy.dims() != x.dims() {
+        bail!("{NAME}: dy {:?} differs from x {:?}", dy.dims(), x.dims());
+    }
+    backward(
+        &x.contiguous()?,
+        &w.contiguous()?,
+        &dy.contiguous()?,
+        eps,
+        need_dx,
+        need_dw,
+    )
+}
+
+/// Gradients of `rms_norm` for the inputs that need one (contiguous inputs).
+fn backward(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,

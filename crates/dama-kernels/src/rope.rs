@@ -21,6 +21,24 @@ const NAME: &str = "dama-rope";
 /// `(b, t, d)` (one row per token, so packed rows can carry their own positions) or `(t, d)`
 /// (shared by every row). `d` must be even. Returns a contiguous `(b, t, h, d)` tensor.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    check(x, cos, sin)?;
+    let x = io::last_dim_contiguous(x)?;
+    x.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope)
+}
+
+/// The gradient of [`rope`] with respect to `x` (a rotation by −θ), outside candle's graph:
+/// `dy` `(b, t, h, d)` (any strides over the first three dimensions), tables as for [`rope`].
+/// Returns a contiguous `(b, t, h, d)` tensor.
+pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    check(dy, cos, sin)?;
+    rotate_back(
+        &io::last_dim_contiguous(dy)?,
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+    )
+}
+
+fn check(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<()> {
     let (b, t, _, d) = x.dims4()?;
     if d % 2 != 0 {
         bail!("{NAME}: head dimension {d} is odd");
@@ -49,8 +67,36 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             sin.dims()
         );
     }
-    let x = io::last_dim_contiguous(x)?;
-    x.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope)
+    Ok(())
+}
+
+/// Rotates a last-dim-contiguous `dy` by −θ; contiguous tables.
+fn rotate_back(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    match dy.device() {
+        Device::Cpu => {
+            fn run<T: Elem>(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+                let view = View4::of(dy.layout()).expect("checked by last_dim_contiguous");
+                let dx = io::with_cpu(dy, NAME, |gs, gl| {
+                    io::with_cpu(cos, NAME, |cs, cl| {
+                        io::with_cpu(sin, NAME, |ss, sl| {
+                            Ok(rotate_cpu(
+                                io::from_offset::<T>(gs, gl)?,
+                                view,
+                                io::slice::<T>(cs, cl, NAME)?,
+                                io::slice::<T>(ss, sl, NAME)?,
+                                Direction::Backward,
+                            ))
+                        })
+                    })
+                })?;
+                io::cpu_tensor(dx, view.dims.as_slice())
+            }
+            dispatch!(NAME, dy.dtype(), run(dy, cos, sin))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => crate::cuda::pointwise::rope_tensors(dy, cos, sin, Direction::Backward),
+        d => bail!("{NAME}: no kernel for device {d:?}"),
+    }
 }
 
 struct Rope;
@@ -122,34 +168,7 @@ impl CustomOp3 for Rope {
         if !x.track_op() {
             return Ok((None, None, None));
         }
-        let dy = io::last_dim_contiguous(dy)?;
-        let dx = match dy.device() {
-            Device::Cpu => {
-                fn run<T: Elem>(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-                    let view = View4::of(dy.layout()).expect("checked by last_dim_contiguous");
-                    let dx = io::with_cpu(dy, NAME, |gs, gl| {
-                        io::with_cpu(cos, NAME, |cs, cl| {
-                            io::with_cpu(sin, NAME, |ss, sl| {
-                                Ok(rotate_cpu(
-                                    io::from_offset::<T>(gs, gl)?,
-                                    view,
-                                    io::slice::<T>(cs, cl, NAME)?,
-                                    io::slice::<T>(ss, sl, NAME)?,
-                                    Direction::Backward,
-                                ))
-                            })
-                        })
-                    })?;
-                    io::cpu_tensor(dx, view.dims.as_slice())
-                }
-                dispatch!(NAME, dy.dtype(), run(&dy, cos, sin))?
-            }
-            #[cfg(feature = "cuda")]
-            Device::Cuda(_) => {
-                crate::cuda::pointwise::rope_tensors(&dy, cos, sin, Direction::Backward)?
-            }
-            d => bail!("{NAME}: no kernel for device {d:?}"),
-        };
+        let dx = rotate_back(&io::last_dim_contiguous(dy)?, cos, sin)?;
         // The op's input may be a view with other strides; the gradient has its shape.
         Ok((Some(dx.reshape(x.shape())?), None, None))
     }

@@ -88,17 +88,36 @@ impl CustomOp2 for Swiglu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let need = (a.track_op(), b.track_op());
-        if need == (false, false) {
-            return Ok((None, None));
-        }
-        let dy = dy.contiguous()?;
-        match a.device() {
-            Device::Cpu => dispatch!(NAME, a.dtype(), backward_cpu(a, b, &dy, need)),
-            #[cfg(feature = "cuda")]
-            Device::Cuda(_) => crate::cuda::pointwise::swiglu_bwd(a, b, &dy, need),
-            d => bail!("{NAME}: no kernel for device {d:?}"),
-        }
+        swiglu_backward(a, b, dy, a.track_op(), b.track_op())
+    }
+}
+
+/// Gradients of [`swiglu`] for the inputs that need one (`da`, `db`), outside candle's graph.
+pub fn swiglu_backward(
+    a: &Tensor,
+    b: &Tensor,
+    dy: &Tensor,
+    need_da: bool,
+    need_db: bool,
+) -> Result<Grads> {
+    if !need_da && !need_db {
+        return Ok((None, None));
+    }
+    if dy.dims() != a.dims() || b.dims() != a.dims() {
+        bail!(
+            "{NAME}: a {:?}, b {:?} and dy {:?} must have one shape",
+            a.dims(),
+            b.dims(),
+            dy.dims()
+        );
+    }
+    let (a, b, dy) = (a.contiguous()?, b.contiguous()?, dy.contiguous()?);
+    let need = (need_da, need_db);
+    match a.device() {
+        Device::Cpu => dispatch!(NAME, a.dtype(), backward_cpu(&a, &b, &dy, need)),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => crate::cuda::pointwise::swiglu_bwd(&a, &b, &dy, need),
+        d => bail!("{NAME}: no kernel for device {d:?}"),
     }
 }
 

@@ -8,15 +8,17 @@
 //! The 100M model sees LLaVA-1.5's real sequence shape: 576 image tokens, the vicuna_v1 prompt,
 //! answers of about a hundred tokens. Its vision tower is a one-layer stand-in, run once
 //! outside the timed region (it is frozen and identical in both layouts); what is timed is the
-//! projector, the language model and the log-prob head, forward and backward.
+//! projector, the language model and the log-prob head, forward and backward. A second table
+//! times the shared-prefix layout with the decoder layers' gradients from candle's autograd and
+//! from their hand-written backward.
 
 use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use dama_llava::{
-    Images, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, PairBatch, PairEncoder,
-    PairExample, Trainable, random::random_checkpoint,
+    Images, LayerBackward, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, PairBatch,
+    PairEncoder, PairExample, Trainable, random::random_checkpoint,
 };
 
 const ANSWER_WORDS: &str = "The image shows a small kitchen with a white table near the window . \
@@ -67,19 +69,26 @@ fn step(model: &LlavaModel, batch: &PairBatch, shared: bool) -> (f64, f64) {
     )
 }
 
-/// Fastest (forward, backward) seconds of each layout over `iters` runs after a warm-up. The
-/// layouts alternate and the minimum is kept, so that load from other processes on a shared
-/// machine distorts the ratio as little as possible.
-fn time(model: &LlavaModel, batch: &PairBatch, iters: usize) -> [(f64, f64); 2] {
+/// Fastest (forward, backward) seconds of each setting over `iters` runs after a warm-up:
+/// `(shared prefix, layer backward)`. The settings alternate and the minimum is kept, so that
+/// load from other processes on a shared machine distorts the ratio as little as possible.
+fn time(
+    model: &mut LlavaModel,
+    batch: &PairBatch,
+    iters: usize,
+    settings: [(bool, LayerBackward); 2],
+) -> [(f64, f64); 2] {
     let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for i in 0..=iters {
-        for (k, shared) in [false, true].into_iter().enumerate() {
+        for (k, (shared, mode)) in settings.into_iter().enumerate() {
+            model.set_layer_backward(mode);
             let r = step(model, batch, shared);
             if i > 0 {
                 runs[k].push(r);
             }
         }
     }
+    model.set_layer_backward(LayerBackward::default());
     runs.map(|v| {
         let min = |x: Vec<f64>| x.into_iter().fold(f64::INFINITY, f64::min);
         (
@@ -89,7 +98,7 @@ fn time(model: &LlavaModel, batch: &PairBatch, iters: usize) -> [(f64, f64); 2] 
     })
 }
 
-fn report(name: &str, model: &LlavaModel, batch: &PairBatch, iters: usize) {
+fn report(name: &str, model: &mut LlavaModel, batch: &PairBatch, iters: usize) {
     let params: usize = model
         .trainable_vars()
         .values()
@@ -112,7 +121,8 @@ fn report(name: &str, model: &LlavaModel, batch: &PairBatch, iters: usize) {
         params as f64 / 1e6,
         batch.pairs.len()
     );
-    let [(sf, sb), (pf, pb)] = time(model, batch, iters);
+    let manual = LayerBackward::Manual;
+    let [(sf, sb), (pf, pb)] = time(model, batch, iters, [(false, manual), (true, manual)]);
     println!(
         "  separate      : forward {:8.1} ms  backward {:8.1} ms  total {:8.1} ms",
         sf * 1e3,
@@ -131,6 +141,30 @@ fn report(name: &str, model: &LlavaModel, batch: &PairBatch, iters: usize) {
         sf / pf,
         sb / pb
     );
+    let [(af, ab), (mf, mb)] = time(
+        model,
+        batch,
+        iters,
+        [(true, LayerBackward::Autograd), (true, manual)],
+    );
+    println!(
+        "  decoder layers through candle's autograd: forward {:8.1} ms  backward {:8.1} ms  total {:8.1} ms",
+        af * 1e3,
+        ab * 1e3,
+        (af + ab) * 1e3
+    );
+    println!(
+        "  decoder layers with the hand-written backward: forward {:8.1} ms  backward {:8.1} ms  total {:8.1} ms",
+        mf * 1e3,
+        mb * 1e3,
+        (mf + mb) * 1e3
+    );
+    println!(
+        "  ratio autograd / hand-written: {:.2}x (forward {:.2}x, backward {:.2}x)",
+        (af + ab) / (mf + mb),
+        af / mf,
+        ab / mb
+    );
 }
 
 fn tiny(a: &Args) {
@@ -139,7 +173,7 @@ fn tiny(a: &Args) {
         trainable: Trainable::Full,
         ..LoadOptions::default()
     };
-    let model = LlavaModel::load(&dir, &opts).unwrap();
+    let mut model = LlavaModel::load(&dir, &opts).unwrap();
     let processor = LlavaProcessor::load(&dir, model.config()).unwrap();
     let image = image::open(dir.join("../images/red_square.png")).unwrap();
     let words: Vec<&str> = ANSWER_WORDS.split(' ').collect();
@@ -159,7 +193,7 @@ fn tiny(a: &Args) {
     }
     report(
         "tiny fixture model (16 image tokens)",
-        &model,
+        &mut model,
         &batch,
         a.iters,
     );
@@ -185,7 +219,7 @@ fn hundred_m(a: &Args) {
         trainable: Trainable::Full,
         ..LoadOptions::default()
     };
-    let model = LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap();
+    let mut model = LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap();
     eprintln!(
         "random 100M model built in {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -217,7 +251,7 @@ fn hundred_m(a: &Args) {
     };
     report(
         "~100M LLaMA-shaped model (576 image tokens)",
-        &model,
+        &mut model,
         &batch,
         a.iters,
     );

@@ -20,6 +20,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod decoder;
 pub mod error;
 pub mod layout;
 pub mod linear;
@@ -36,6 +37,7 @@ pub mod vision;
 
 pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::LlavaConfig;
+pub use decoder::LayerBackward;
 pub use error::{LlavaError, Result};
 pub use model::{LlavaModel, LoadOptions, PairLogps};
 pub use params::{Grad, LoraConfig, LoraTarget, Trainable};

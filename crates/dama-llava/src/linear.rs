@@ -74,6 +74,65 @@ impl Linear {
         Ok(y)
     }
 
+    /// Every tensor the layer reads, in the order [`Linear::backward`] returns gradients:
+    /// weight, bias, LoRA A, LoRA B (those present).
+    pub fn tensors(&self) -> Vec<Tensor> {
+        let mut out = vec![self.weight.clone()];
+        out.extend(self.bias.iter().cloned());
+        if let Some(l) = &self.lora {
+            out.extend([l.a.clone(), l.b.clone()]);
+        }
+        out
+    }
+
+    /// Gradients of [`Linear::forward`] without a graph: `x` `(n, in)` is the forward's input,
+    /// `dy` `(n, out)` the output gradient, `need` one flag per [`Linear::tensors`] entry.
+    /// Returns `dx` (when `need_dx`) and one slot per tensor. A frozen weight costs no GEMM.
+    pub fn backward(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        need: &[bool],
+        need_dx: bool,
+    ) -> candle_core::Result<(Option<Tensor>, Vec<Option<Tensor>>)> {
+        let mut need = need.iter().copied();
+        let mut grads = Vec::with_capacity(4);
+        let w = self.weight.detach();
+        grads.push(match need.next() {
+            Some(true) => Some(dy.t()?.matmul(x)?),
+            _ => None,
+        });
+        if self.bias.is_some() {
+            grads.push(match need.next() {
+                Some(true) => Some(dy.sum(0)?),
+                _ => None,
+            });
+        }
+        let mut dx = if need_dx { Some(dy.matmul(&w)?) } else { None };
+        if let Some(l) = &self.lora {
+            let (a, b) = (l.a.detach(), l.b.detach());
+            let (need_a, need_b) = (need.next() == Some(true), need.next() == Some(true));
+            // y += scale · (x Aᵀ) Bᵀ: dB = scale · dyᵀ (x Aᵀ), d(x Aᵀ) = scale · dy B
+            let db = if need_b {
+                Some((dy.t()?.matmul(&x.matmul(&a.t()?)?)? * l.scale)?)
+            } else {
+                None
+            };
+            let mut da = None;
+            if need_a || dx.is_some() {
+                let dlow = (dy.matmul(&b)? * l.scale)?;
+                if need_a {
+                    da = Some(dlow.t()?.matmul(x)?);
+                }
+                if let Some(d) = dx.as_mut() {
+                    *d = (&*d + dlow.matmul(&a)?)?;
+                }
+            }
+            grads.extend([da, db]);
+        }
+        Ok((dx, grads))
+    }
+
     /// The weight with the adapter folded in, `W + scale · B A` (computed in f32), as saved.
     pub fn merged_weight(&self) -> candle_core::Result<Tensor> {
         let w = self.weight.detach();

@@ -2,12 +2,11 @@
 //! Positions and the attention mask come from outside ([`AttentionInputs`]), built once per
 //! batch: that is what lets one packed row hold a shared prefix and two answers.
 
-use std::sync::Arc;
-
 use candle_core::Tensor;
-use dama_kernels::{AttnMask, Recompute};
+use dama_kernels::AttnMask;
 
 use crate::config::TextConfig;
+use crate::decoder::{DecoderLayer, LayerBackward, layer_forward};
 use crate::error::Result;
 use crate::linear::Linear;
 use crate::ops;
@@ -26,19 +25,6 @@ pub struct AttentionInputs {
     pub mask: AttnMask,
 }
 
-#[derive(Clone)]
-struct DecoderLayer {
-    input_norm: Tensor,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    post_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
 pub struct Llama {
     pub(crate) cfg: TextConfig,
     pub(crate) embed_tokens: Tensor,
@@ -49,23 +35,7 @@ pub struct Llama {
     tied: bool,
     /// Recompute each decoder layer in the backward instead of keeping its activations.
     checkpoint_layers: bool,
-}
-
-impl DecoderLayer {
-    /// Every tensor the layer reads (the trainable ones get gradients through a checkpoint).
-    fn tensors(&self) -> Vec<Tensor> {
-        let mut out = vec![self.input_norm.clone(), self.post_norm.clone()];
-        for lin in [
-            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
-        ] {
-            out.push(lin.weight.clone());
-            out.extend(lin.bias.iter().cloned());
-            if let Some(l) = &lin.lora {
-                out.extend([l.a.clone(), l.b.clone()]);
-            }
-        }
-        out
-    }
+    layer_backward: LayerBackward,
 }
 
 const PREFIX: &str = "language_model.model";
@@ -137,6 +107,7 @@ impl Llama {
             lm_head,
             tied,
             checkpoint_layers: false,
+            layer_backward: LayerBackward::default(),
         })
     }
 
@@ -145,6 +116,11 @@ impl Llama {
     /// language model per step, for a fraction of its activation memory). Same numbers.
     pub fn set_activation_checkpointing(&mut self, on: bool) {
         self.checkpoint_layers = on;
+    }
+
+    /// Which backward the decoder layers use (the hand-written one unless told otherwise).
+    pub fn set_layer_backward(&mut self, mode: LayerBackward) {
+        self.layer_backward = mode;
     }
 
     /// Token embeddings of `ids` `(n,)` → `(n, hidden)`.
@@ -159,19 +135,17 @@ impl Llama {
         att: &AttentionInputs,
         grad: Grad,
     ) -> candle_core::Result<Tensor> {
-        let mask = &att.mask;
         let mut x = x.clone();
         for layer in &self.layers {
-            x = if self.checkpoint_layers && grad == Grad::Track {
-                let (c, l, a, m) = (self.cfg.clone(), layer.clone(), att.clone(), mask.clone());
-                let f: Arc<Recompute> = Arc::new(move |x: &Tensor, track: bool| {
-                    let grad = if track { Grad::Track } else { Grad::Off };
-                    layer_forward(&c, &l, x, &a, &m, grad)
-                });
-                dama_kernels::checkpoint(&x, &layer.tensors(), f)?
-            } else {
-                layer_forward(&self.cfg, layer, &x, att, mask, grad)?
-            };
+            x = layer_forward(
+                &self.cfg,
+                layer,
+                &x,
+                att,
+                grad,
+                self.layer_backward,
+                self.checkpoint_layers,
+            )?;
         }
         Ok(x)
     }
@@ -223,43 +197,11 @@ impl Llama {
     }
 }
 
-/// One decoder layer (transformers' `LlamaDecoderLayer`): attention and MLP blocks, each
-/// pre-normed and residual.
-fn layer_forward(
-    c: &TextConfig,
-    l: &DecoderLayer,
-    x: &Tensor,
-    att: &AttentionInputs,
-    mask: &AttnMask,
-    grad: Grad,
-) -> candle_core::Result<Tensor> {
-    let (b, t, hd) = (att.rows, att.seq_len, c.head_dim);
-    let eps = c.rms_norm_eps;
-    let h = ops::rms_norm(x, &grad.w(&l.input_norm), eps)?;
-    // (b, h, t, d) views of the projections: the fused ops read them through strides
-    let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-        y.reshape((b, t, n, hd))?.transpose(1, 2)
-    };
-    let q = heads(l.q.forward(&h, grad)?, c.num_attention_heads)?;
-    let k = heads(l.k.forward(&h, grad)?, c.num_key_value_heads)?;
-    let v = heads(l.v.forward(&h, grad)?, c.num_key_value_heads)?;
-    let q = ops::rope(&q, &att.cos, &att.sin)?;
-    let k = ops::rope(&k, &att.cos, &att.sin)?;
-    let a = ops::attention(&q, &k, &v, mask, 1.0 / (hd as f64).sqrt())?;
-    let a = a
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * t, c.num_attention_heads * hd))?;
-    let x = (x + l.o.forward(&a, grad)?)?;
-    let h = ops::rms_norm(&x, &grad.w(&l.post_norm), eps)?;
-    let m = ops::swiglu(&l.gate.forward(&h, grad)?, &l.up.forward(&h, grad)?)?;
-    x + l.down.forward(&m, grad)?
-}
-
 #[cfg(test)]
 mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
+    use crate::LayerBackward;
     use crate::params::{LoraConfig, LoraTarget, Trainable};
     use crate::processor::{Images, PairBatch};
     use crate::template::{EncodedAnswer, EncodedPair};
@@ -332,8 +274,10 @@ mod tests {
         )
     }
 
+    /// The hand-written layer backward and checkpointing (with either backward) against
+    /// candle's autograd through the plain layers: same sums, same gradients.
     #[test]
-    fn checkpointed_layers_give_the_same_values_and_gradients_full_and_lora() {
+    fn layer_backwards_and_checkpointing_give_the_same_values_and_gradients_full_and_lora() {
         let lora = LoraConfig::new(
             2,
             4.0,
@@ -344,17 +288,58 @@ mod tests {
             let full = trainable == Trainable::Full;
             let mut m = model(trainable);
             let b = batch(&m);
+            m.set_layer_backward(LayerBackward::Autograd);
             let (s0, g0) = run(&m, &b);
-            m.llama.set_activation_checkpointing(true);
-            let (s1, g1) = run(&m, &b);
-            assert_eq!(s0, s1, "the forward is the same computation");
-            assert!(!g0.is_empty() && g0.len() == g1.len());
-            for (a, c) in g0.iter().zip(&g1) {
-                let scale = a.iter().fold(0f64, |x, y| x.max(y.abs())).max(1e-30);
-                let err = a.iter().zip(c).fold(0f64, |x, (p, q)| x.max((p - q).abs())) / scale;
-                assert!(err < 1e-6, "{err:e}");
-                assert!(!full || a.iter().any(|&x| x != 0.0));
+            assert!(!g0.is_empty());
+            for (mode, ckpt) in [
+                (LayerBackward::Autograd, true),
+                (LayerBackward::Manual, false),
+                (LayerBackward::Manual, true),
+            ] {
+                m.set_layer_backward(mode);
+                m.llama.set_activation_checkpointing(ckpt);
+                let (s1, g1) = run(&m, &b);
+                assert_eq!(
+                    s0, s1,
+                    "{mode:?} {ckpt}: the forward is the same computation"
+                );
+                assert_eq!(g0.len(), g1.len());
+                for (a, c) in g0.iter().zip(&g1) {
+                    let scale = a.iter().fold(0f64, |x, y| x.max(y.abs())).max(1e-30);
+                    let err = a.iter().zip(c).fold(0f64, |x, (p, q)| x.max((p - q).abs())) / scale;
+                    assert!(err < 1e-5, "{mode:?} {ckpt}: {err:e}");
+                    assert!(!full || a.iter().any(|&x| x != 0.0));
+                }
             }
         }
+    }
+
+    /// The saved activations are released by the first backward; a second backward through
+    /// the same graph recomputes them and gives the same gradients.
+    #[test]
+    fn a_second_backward_through_the_same_graph_gives_the_same_gradients() {
+        let m = model(Trainable::Full);
+        let b = batch(&m);
+        let l = m.pair_logps(&b, true).unwrap();
+        let obj = (l.chosen.sum_all().unwrap() - l.rejected.sum_all().unwrap()).unwrap();
+        let (g1, g2) = (obj.backward().unwrap(), obj.backward().unwrap());
+        let mut compared = 0;
+        for v in m.trainable_vars().values() {
+            let (a, c) = (
+                g1.get(v.as_tensor()).unwrap(),
+                g2.get(v.as_tensor()).unwrap(),
+            );
+            let d: f32 = (a - c)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(d, 0.0);
+            compared += 1;
+        }
+        assert!(compared > 20);
     }
 }

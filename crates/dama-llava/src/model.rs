@@ -149,6 +149,12 @@ impl LlavaModel {
         self.llama.set_activation_checkpointing(on)
     }
 
+    /// Which backward the decoder layers use: the hand-written one (the default) or candle's
+    /// autograd (the reference it is tested against; slower, more memory).
+    pub fn set_layer_backward(&mut self, mode: crate::LayerBackward) {
+        self.llama.set_layer_backward(mode)
+    }
+
     /// Chosen and rejected answer log-prob sums with gradients for [`Self::trainable_vars`].
     /// `shared_prefix` computes the common image + question prefix once per pair (see
     /// [`crate::layout`]); both layouts give the same numbers up to float order.

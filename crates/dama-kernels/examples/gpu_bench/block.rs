@@ -1,12 +1,19 @@
 //! The block probe of `../shared/bench/torch_block.py` in candle: one LLaMA-1B-shaped decoder
 //! block (b=8, t=736, d=2048, 16 heads, SwiGLU 5632, RMSNorm, RoPE, causal attention) and an
 //! 80-token log-prob head over a 32064 vocabulary, bf16, forward + backward; once with the
-//! fused ops, once with the compositions they replace. Same FLOP count as the torch script.
+//! fused ops, once with the compositions they replace, then through `dama_llava`'s decoder
+//! layer (weights `(out, in)` as in transformers) with its hand-written backward and with
+//! candle's autograd. Same FLOP count as the torch script.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use dama_kernels::{AttnMask, reference};
+use dama_llava::Grad;
+use dama_llava::config::TextConfig;
+use dama_llava::decoder::{DecoderLayer, LayerBackward, layer_forward};
+use dama_llava::linear::Linear;
+use dama_llava::llama::AttentionInputs;
 use serde_json::json;
 
 use crate::ops::{rope_tables, var};
@@ -56,6 +63,36 @@ struct Weights {
     emb: Var,
 }
 
+/// The probe's block as a `dama_llava` decoder layer: the same weights, transposed to
+/// `(out, in)`; the one norm weight serves both norms, as in the probe.
+struct Layer {
+    layer: DecoderLayer,
+    cfg: TextConfig,
+    att: AttentionInputs,
+}
+
+/// How the probe's block is computed.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The fused ops, composed with candle's autograd.
+    Fused,
+    /// The compositions of differentiable candle ops the fused ops replace.
+    Composed,
+    /// `dama_llava`'s decoder layer with the given backward.
+    Layer(LayerBackward),
+}
+
+impl Kind {
+    fn probe(self) -> &'static str {
+        match self {
+            Kind::Fused => "dama_block_fused_bf16",
+            Kind::Composed => "dama_block_composed_bf16",
+            Kind::Layer(LayerBackward::Manual) => "dama_block_layer_manual_bf16",
+            Kind::Layer(LayerBackward::Autograd) => "dama_block_layer_autograd_bf16",
+        }
+    }
+}
+
 struct Inputs {
     ids: Tensor,
     cos: Tensor,
@@ -64,10 +101,11 @@ struct Inputs {
     dense: Tensor,
 }
 
-fn forward(z: Dims, w: &Weights, fused: bool, inp: &Inputs) -> Result<Tensor> {
+fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Result<Tensor> {
     let Dims {
         b, t, d, h, scored, ..
     } = z;
+    let fused = !matches!(kind, Kind::Composed);
     let hd = d / h;
     let (ids, cos, sin, mask, dense) = (&inp.ids, &inp.cos, &inp.sin, &inp.mask, &inp.dense);
     let rms = |x: &Tensor| {
@@ -84,29 +122,41 @@ fn forward(z: Dims, w: &Weights, fused: bool, inp: &Inputs) -> Result<Tensor> {
     } else {
         w.emb.as_tensor().index_select(&flat, 0)?
     };
-    let xn = rms(&x)?;
-    let q = heads(xn.matmul(&w.wq)?)?;
-    let k = heads(xn.matmul(&w.wk)?)?;
-    let v = heads(xn.matmul(&w.wv)?)?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let y = if fused {
-        let q = dama_kernels::rope(&q, cos, sin)?;
-        let k = dama_kernels::rope(&k, cos, sin)?;
-        dama_kernels::attention(&q, &k, &v, mask, scale)?
+    let x = if let Kind::Layer(mode) = kind {
+        layer_forward(
+            &layer.cfg,
+            &layer.layer,
+            &x,
+            &layer.att,
+            Grad::Track,
+            mode,
+            false,
+        )?
     } else {
-        let q = reference::rope(&q, cos, sin)?;
-        let k = reference::rope(&k, cos, sin)?;
-        reference::attention(&q, &k, &v, dense, scale)?
+        let xn = rms(&x)?;
+        let q = heads(xn.matmul(&w.wq)?)?;
+        let k = heads(xn.matmul(&w.wk)?)?;
+        let v = heads(xn.matmul(&w.wv)?)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let y = if fused {
+            let q = dama_kernels::rope(&q, cos, sin)?;
+            let k = dama_kernels::rope(&k, cos, sin)?;
+            dama_kernels::attention(&q, &k, &v, mask, scale)?
+        } else {
+            let q = reference::rope(&q, cos, sin)?;
+            let k = reference::rope(&k, cos, sin)?;
+            reference::attention(&q, &k, &v, dense, scale)?
+        };
+        let x = (x + y.reshape((b * t, d))?.matmul(&w.wo)?)?;
+        let xn = rms(&x)?;
+        let (g, u) = (xn.matmul(&w.w1)?, xn.matmul(&w.w3)?);
+        let m = if fused {
+            dama_kernels::swiglu(&g, &u)?
+        } else {
+            reference::swiglu(&g, &u)?
+        };
+        (x + m.matmul(&w.w2)?)?
     };
-    let x = (x + y.reshape((b * t, d))?.matmul(&w.wo)?)?;
-    let xn = rms(&x)?;
-    let (g, u) = (xn.matmul(&w.w1)?, xn.matmul(&w.w3)?);
-    let m = if fused {
-        dama_kernels::swiglu(&g, &u)?
-    } else {
-        reference::swiglu(&g, &u)?
-    };
-    let x = (x + m.matmul(&w.w2)?)?;
     let hs = x
         .reshape((b, t, d))?
         .narrow(1, t - scored, scored)?
@@ -154,27 +204,50 @@ pub fn run(dev: &Device, z: Dims, iters: usize) -> Result<()> {
         mask,
         dense,
     };
+    let layer = probe_layer(z, &w, &inp)?;
     let flops =
         6.0 * (4 * d * d + 3 * d * ff) as f64 * (b * t) as f64 + 12.0 * (b * h * t * t * hd) as f64;
-    for fused in [true, false] {
+    let kinds = [
+        Kind::Fused,
+        Kind::Composed,
+        Kind::Layer(LayerBackward::Manual),
+        Kind::Layer(LayerBackward::Autograd),
+    ];
+    for kind in kinds {
         let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
         for i in 0..iters + 3 {
             dev.synchronize()?;
             let t0 = Instant::now();
-            let loss = forward(z, &w, fused, &inp)?;
+            let loss = forward(z, &w, kind, &inp, &layer)?;
             dev.synchronize()?;
             let t1 = Instant::now();
             let grads = loss.backward()?;
             dev.synchronize()?;
             let t2 = Instant::now();
-            let reached = [
-                &w.wq, &w.wk, &w.wv, &w.wo, &w.w1, &w.w2, &w.w3, &w.norm, &w.emb,
-            ]
-            .iter()
-            .filter(|v| grads.get(v.as_tensor()).is_some())
-            .count();
+            let weights: Vec<&Tensor> = match kind {
+                Kind::Layer(_) => {
+                    let mut v: Vec<&Tensor> = layer
+                        .layer
+                        .linears()
+                        .into_iter()
+                        .map(|l| &l.weight)
+                        .collect();
+                    v.extend([&layer.layer.input_norm, w.emb.as_tensor()]);
+                    v
+                }
+                _ => [
+                    &w.wq, &w.wk, &w.wv, &w.wo, &w.w1, &w.w2, &w.w3, &w.norm, &w.emb,
+                ]
+                .iter()
+                .map(|v| v.as_tensor())
+                .collect(),
+            };
+            let reached = weights.iter().filter(|v| grads.get(v).is_some()).count();
             if reached != 9 {
-                candle_core::bail!("only {reached} of 9 weights got a gradient");
+                candle_core::bail!(
+                    "{}: only {reached} of 9 weights got a gradient",
+                    kind.probe()
+                );
             }
             if i >= 3 {
                 fwd.push((t1 - t0).as_secs_f64() * 1e3);
@@ -188,10 +261,66 @@ pub fn run(dev: &Device, z: Dims, iters: usize) -> Result<()> {
         let (f, bw) = (median(fwd), median(bwd));
         println!(
             "{}",
-            json!({"probe": if fused { "dama_block_fused_bf16" } else { "dama_block_composed_bf16" },
+            json!({"probe": kind.probe(),
                    "fwd_ms": f, "bwd_ms": bw, "step_ms": f + bw,
                    "tflops": flops / ((f + bw) / 1e3) / 1e12})
         );
     }
     Ok(())
+}
+
+/// The probe's weights as a `dama_llava` decoder layer, and its attention inputs.
+fn probe_layer(z: Dims, w: &Weights, inp: &Inputs) -> Result<Layer> {
+    let Dims { b, t, d, h, ff, .. } = z;
+    let hd = d / h;
+    let linear = |name: &str, v: &Var| -> Result<Linear> {
+        Ok(Linear {
+            name: name.into(),
+            weight: Var::from_tensor(&v.as_tensor().t()?.contiguous()?)?
+                .as_tensor()
+                .clone(),
+            bias: None,
+            lora: None,
+        })
+    };
+    let layer = DecoderLayer {
+        input_norm: w.norm.as_tensor().clone(),
+        q: linear("q", &w.wq)?,
+        k: linear("k", &w.wk)?,
+        v: linear("v", &w.wv)?,
+        o: linear("o", &w.wo)?,
+        post_norm: w.norm.as_tensor().clone(),
+        gate: linear("gate", &w.w1)?,
+        up: linear("up", &w.w3)?,
+        down: linear("down", &w.w2)?,
+    };
+    let cfg = TextConfig {
+        vocab_size: z.v,
+        hidden_size: d,
+        intermediate_size: ff,
+        num_hidden_layers: 1,
+        num_attention_heads: h,
+        num_key_value_heads: h,
+        head_dim: hd,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_linear_factor: 1.0,
+        max_position_embeddings: t,
+        attention_bias: false,
+        mlp_bias: false,
+    };
+    let table = |x: &Tensor| {
+        x.unsqueeze(0)?
+            .unsqueeze(0)?
+            .broadcast_as((b, 1, t, hd))?
+            .contiguous()
+    };
+    let att = AttentionInputs {
+        rows: b,
+        seq_len: t,
+        cos: table(&inp.cos)?,
+        sin: table(&inp.sin)?,
+        mask: inp.mask.clone(),
+    };
+    Ok(Layer { layer, cfg, att })
 }

@@ -9,10 +9,13 @@
 //! gpu_bench ops [--iters N]            fused vs composed fwd+bwd per op at the block's shapes
 //! gpu_bench block [--iters N]          the block probe (fused and composed), vs torch_block.py
 //! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|candle]
+//!                [--layer-backward manual|autograd]
 //!                                      one DAMA step, vs torch_dpo_step.py, then one more
 //!                                      timed phase by phase (`phases_ms`); AdamW fused (fp32
 //!                                      master + moments, the default), fused-sr (bf16 master,
-//!                                      stochastic rounding, fp32 moments) or candle_nn's (bf16)
+//!                                      stochastic rounding, fp32 moments) or candle_nn's (bf16);
+//!                                      decoder layers with the hand-written backward (the
+//!                                      default) or candle's autograd
 //! ```
 //!
 //! `--cpu` runs on the CPU instead (no GPU needed): `check --cpu` exercises the harness (CPU
@@ -99,7 +102,12 @@ fn main() -> anyhow::Result<()> {
                 .map_or(Ok(if model == "7b" { 4 } else { 8 }), |s| s.parse())?;
             let steps = arg(&args, "--steps").map_or(Ok(3), |s| s.parse())?;
             let optim = arg(&args, "--optim").unwrap_or_else(|| "fused".into());
-            step::run(&dev, &model, pairs, steps, &optim)?;
+            let layer_backward = match arg(&args, "--layer-backward").as_deref() {
+                None | Some("manual") => dama_llava::LayerBackward::Manual,
+                Some("autograd") => dama_llava::LayerBackward::Autograd,
+                Some(o) => anyhow::bail!("--layer-backward {o}: manual or autograd"),
+            };
+            step::run(&dev, &model, pairs, steps, &optim, layer_backward)?;
         }
         other => anyhow::bail!("unknown mode {other} (check, ops, block, step)"),
     }

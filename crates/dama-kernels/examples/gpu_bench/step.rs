@@ -22,8 +22,8 @@ use dama_clip::config::ClipVisionConfig;
 use dama_core::{DamaConfig, DamaState, StepInput};
 use dama_kernels::adamw::{AdamWState, AdamWStep, Master};
 use dama_llava::{
-    Checkpoint, EncodedAnswer, EncodedPair, Images, LlavaConfig, LlavaModel, LoadOptions,
-    PairBatch, Trainable,
+    Checkpoint, EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel,
+    LoadOptions, PairBatch, Trainable,
 };
 use serde_json::json;
 
@@ -318,7 +318,14 @@ impl Optim {
     }
 }
 
-pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize, optim: &str) -> Result<()> {
+pub fn run(
+    dev: &Device,
+    lm: &str,
+    pairs: usize,
+    steps: usize,
+    optim: &str,
+    layer_backward: LayerBackward,
+) -> Result<()> {
     let text_len = 160;
     let cfg = config(lm)?;
     let t0 = Instant::now();
@@ -328,12 +335,13 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize, optim: &str) -> R
         device: dev.clone(),
         trainable: Trainable::Full,
     };
-    let model = LlavaModel::from_checkpoint(
+    let mut model = LlavaModel::from_checkpoint(
         cfg.clone(),
         Checkpoint::from_tensors(weights, "random (GPU)"),
         &opts,
     )
     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    model.set_layer_backward(layer_backward);
     dev.synchronize()?;
     eprintln!(
         "llava-{lm}: random weights on the GPU in {:.1} s",
@@ -410,6 +418,7 @@ pub fn run(dev: &Device, lm: &str, pairs: usize, steps: usize, optim: &str) -> R
     println!(
         "{}",
         json!({"config": format!("llava-{lm}"), "optim": optim,
+               "layer_backward": format!("{layer_backward:?}").to_lowercase(),
                "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
                "pairs_per_step": pairs, "seq_len": seq,
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,

@@ -92,6 +92,91 @@ pub fn attention(
     mask: &AttnMask,
     scale: f64,
 ) -> Result<Tensor> {
+    check(q, k, v, mask)?;
+    let (q, k, v) = (
+        io::last_dim_contiguous(q)?,
+        io::last_dim_contiguous(k)?,
+        io::last_dim_contiguous(v)?,
+    );
+    q.apply_op3(
+        &k,
+        &v,
+        FlashAttention {
+            mask: mask.clone(),
+            scale,
+            lse: Mutex::new(None),
+        },
+    )
+}
+
+/// [`attention`] outside candle's graph, for a hand-written layer backward: returns the
+/// output and the log-sum-exp `(b, t, hq)` (f32, f64 for f64) that [`attention_backward`]
+/// recomputes the probabilities from.
+pub fn attention_forward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &AttnMask,
+    scale: f64,
+) -> Result<(Tensor, Tensor)> {
+    check(q, k, v, mask)?;
+    let op = FlashAttention {
+        mask: mask.clone(),
+        scale,
+        lse: Mutex::new(None),
+    };
+    let out = io::last_dim_contiguous(q)?.apply_op3_no_bwd(
+        &io::last_dim_contiguous(k)?,
+        &io::last_dim_contiguous(v)?,
+        &op,
+    )?;
+    let lse = op.lse.lock().expect("lse lock").take();
+    match lse {
+        Some(lse) => Ok((out, lse)),
+        None => bail!("{NAME}: the forward kept no log-sum-exp"),
+    }
+}
+
+/// Gradients `(dq, dk, dv)` of [`attention`], outside candle's graph, from the inputs, the
+/// output and log-sum-exp of [`attention_forward`], and the output gradient `dout`. Each is
+/// contiguous in its input's `(b, t, heads, d)` shape.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    mask: &AttnMask,
+    scale: f64,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    check(q, k, v, mask)?;
+    if out.dims() != q.dims() || dout.dims() != q.dims() {
+        bail!(
+            "{NAME}: out {:?} and dout {:?} must have q's shape {:?}",
+            out.dims(),
+            dout.dims(),
+            q.dims()
+        );
+    }
+    let c = io::last_dim_contiguous;
+    let (q, k, v, out, dout) = (c(q)?, c(k)?, c(v)?, c(out)?, c(dout)?);
+    match q.device() {
+        Device::Cpu => dispatch!(
+            NAME,
+            q.dtype(),
+            backward_cpu(&q, &k, &v, &out, &dout, lse, mask, scale)
+        ),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => {
+            crate::cuda::attention::backward(&q, &k, &v, &out, &dout, lse, mask, scale)
+        }
+        d => bail!("{NAME}: no kernel for device {d:?}"),
+    }
+}
+
+fn check(q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask) -> Result<()> {
     let (b, t, hq, d) = q.dims4()?;
     let (bk, tk, hkv, dk) = k.dims4()?;
     if (bk, tk, dk) != (b, t, d) || v.dims() != k.dims() {
@@ -120,20 +205,7 @@ pub fn attention(
             v.dtype()
         );
     }
-    let (q, k, v) = (
-        io::last_dim_contiguous(q)?,
-        io::last_dim_contiguous(k)?,
-        io::last_dim_contiguous(v)?,
-    );
-    q.apply_op3(
-        &k,
-        &v,
-        FlashAttention {
-            mask: mask.clone(),
-            scale,
-            lse: Mutex::new(None),
-        },
-    )
+    Ok(())
 }
 
 struct FlashAttention {
@@ -215,19 +287,7 @@ impl CustomOp3 for FlashAttention {
         let Some(lse) = lse else {
             bail!("{NAME}: backward before forward (no saved log-sum-exp)");
         };
-        let dout = io::last_dim_contiguous(dout)?;
-        let (dq, dk, dv) = match q.device() {
-            Device::Cpu => dispatch!(
-                NAME,
-                q.dtype(),
-                backward_cpu(q, k, v, out, &dout, &lse, &self.mask, self.scale)
-            )?,
-            #[cfg(feature = "cuda")]
-            Device::Cuda(_) => {
-                crate::cuda::attention::backward(q, k, v, out, &dout, &lse, &self.mask, self.scale)?
-            }
-            d => bail!("{NAME}: no kernel for device {d:?}"),
-        };
+        let (dq, dk, dv) = attention_backward(q, k, v, out, &lse, dout, &self.mask, self.scale)?;
         let keep = |g: Tensor, arg: &Tensor| -> Result<Option<Tensor>> {
             Ok(arg.track_op().then_some(g.reshape(arg.shape())?))
         };
