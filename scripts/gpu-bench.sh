@@ -38,7 +38,9 @@
 #   step7b  the same, llava-7b shape, 4 pairs, vs torch_dpo_step.py 7b:4 (goal: >= 2x the
 #           anchor's pairs/s); needs about 80 GB: use nvidia-h200. Both step stages add one
 #           step timed phase by phase (vision tower, reference pass, policy forward, backward,
-#           AdamW), synchronised between phases, outside the measured steps. step1b's AdamW is
+#           AdamW), synchronised between phases, outside the measured steps, and one forward +
+#           backward with dama_kernels::profile spans (each decoder-layer stage summed over the
+#           layers, the embedding, the head; "other" is what they do not cover). step1b's AdamW is
 #           the product's default (fp32 master + fp32 moments, the fused dama_kernels::adamw
 #           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
 #           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
@@ -305,6 +307,12 @@ for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b
             if t and "ref_logp_seqs_per_s" in t:
                 line += f" (torch {t['ref_logp_seqs_per_s']})"
             print(line)
+        prof = c.get("profile")
+        if prof:
+            for part in ("forward", "backward"):
+                p = prof[part]
+                spans = ", ".join(f"{r['span']} {r['ms']:.1f}" for r in p["spans"])
+                print(f"  profiled {part} {p['total_ms']:.1f} ms (spans synchronised, summed over layers): {spans}")
     elif any(r.get("rc") for r in by(st)):
         print(f"llava-{m} step [{st}]: candle run failed, exit {by(st)[0].get('rc')}, peak {by(st)[0].get('peak_mem_mib')} MiB (see log.txt)")
 for r in by("demo"):

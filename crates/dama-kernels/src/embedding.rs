@@ -99,12 +99,12 @@ impl CustomOp2 for Embedding {
             return Ok((None, None));
         }
         let dy = dy.contiguous()?;
-        let dt = match table.device() {
+        let dt = crate::profile::span(table.device(), "embedding.bwd", || match table.device() {
             Device::Cpu => dispatch!(NAME, table.dtype(), backward_cpu(table, ids, &dy)),
             #[cfg(feature = "cuda")]
             Device::Cuda(_) => crate::cuda::pointwise::embedding_bwd(table, ids, &dy),
             d => bail!("{NAME}: no kernel for device {d:?}"),
-        }?;
+        })?;
         Ok((Some(dt), None))
     }
 }

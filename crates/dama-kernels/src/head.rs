@@ -143,29 +143,31 @@ impl CustomOp2 for TokenLogprobs {
         let Some(lse) = lse else {
             bail!("{NAME}: backward without a saved log-sum-exp");
         };
-        let (h, w) = (hidden.detach(), weight.detach());
-        let (n, d) = h.dims2()?;
-        let vocab = w.dim(0)?;
-        let grad = grad.to_dtype(lse.dtype())?.contiguous()?;
-        let mut dh = need_h
-            .then(|| Tensor::zeros((n, d), lse.dtype(), h.device()))
-            .transpose()?;
-        let mut dw = Vec::new();
-        for c0 in (0..vocab).step_by(self.chunk) {
-            let cs = self.chunk.min(vocab - c0);
-            let wc = w.narrow(0, c0, cs)?;
-            let logits = h.matmul(&wc.t()?)?;
-            let g = chunk_grad(&logits, &self.targets, c0, &lse, &grad)?;
-            if let Some(acc) = dh.as_mut() {
-                *acc = (&*acc + g.matmul(&wc)?.to_dtype(lse.dtype())?)?;
+        crate::profile::span(hidden.device(), "head.bwd", || {
+            let (h, w) = (hidden.detach(), weight.detach());
+            let (n, d) = h.dims2()?;
+            let vocab = w.dim(0)?;
+            let grad = grad.to_dtype(lse.dtype())?.contiguous()?;
+            let mut dh = need_h
+                .then(|| Tensor::zeros((n, d), lse.dtype(), h.device()))
+                .transpose()?;
+            let mut dw = Vec::new();
+            for c0 in (0..vocab).step_by(self.chunk) {
+                let cs = self.chunk.min(vocab - c0);
+                let wc = w.narrow(0, c0, cs)?;
+                let logits = h.matmul(&wc.t()?)?;
+                let g = chunk_grad(&logits, &self.targets, c0, &lse, &grad)?;
+                if let Some(acc) = dh.as_mut() {
+                    *acc = (&*acc + g.matmul(&wc)?.to_dtype(lse.dtype())?)?;
+                }
+                if need_w {
+                    dw.push(g.t()?.matmul(&h)?);
+                }
             }
-            if need_w {
-                dw.push(g.t()?.matmul(&h)?);
-            }
-        }
-        let dh = dh.map(|t| t.to_dtype(h.dtype())).transpose()?;
-        let dw = need_w.then(|| Tensor::cat(&dw, 0)).transpose()?;
-        Ok((dh, dw))
+            let dh = dh.map(|t| t.to_dtype(h.dtype())).transpose()?;
+            let dw = need_w.then(|| Tensor::cat(&dw, 0)).transpose()?;
+            Ok((dh, dw))
+        })
     }
 }
 

@@ -33,6 +33,7 @@ mod embedding;
 mod head;
 mod io;
 mod mask;
+pub mod profile;
 pub mod reference;
 mod rms_norm;
 mod rope;

@@ -13,6 +13,7 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Result, Tensor};
+use dama_kernels::profile::span;
 use dama_kernels::{Backward, LayerGrads, Recompute};
 
 use crate::config::TextConfig;
@@ -152,20 +153,40 @@ fn forward_saving(
 ) -> Result<(Tensor, Saved)> {
     let x = x.detach();
     let off = Grad::Off;
+    let dev = x.device();
     let (cos, sin) = tables(att)?;
-    let h = dama_kernels::rms_norm(&x, &l.input_norm.detach(), s.eps)?;
+    let h = span(dev, "fwd.input_norm", || {
+        dama_kernels::rms_norm(&x, &l.input_norm.detach(), s.eps)
+    })?;
     let heads = |y: Tensor, n: usize| y.reshape((s.b, s.t, n, s.hd));
-    let q = dama_kernels::rope(&heads(l.q.forward(&h, off)?, s.hq)?, &cos, &sin)?;
-    let k = dama_kernels::rope(&heads(l.k.forward(&h, off)?, s.hkv)?, &cos, &sin)?;
-    let v = heads(l.v.forward(&h, off)?, s.hkv)?.contiguous()?;
-    let (attn, lse) = dama_kernels::attention_forward(&q, &k, &v, &att.mask, s.scale)?;
+    let (q, k, v) = span(dev, "fwd.qkv", || {
+        Ok((
+            heads(l.q.forward(&h, off)?, s.hq)?,
+            heads(l.k.forward(&h, off)?, s.hkv)?,
+            heads(l.v.forward(&h, off)?, s.hkv)?.contiguous()?,
+        ))
+    })?;
+    let (q, k) = span(dev, "fwd.rope", || {
+        Ok((
+            dama_kernels::rope(&q, &cos, &sin)?,
+            dama_kernels::rope(&k, &cos, &sin)?,
+        ))
+    })?;
+    let (attn, lse) = span(dev, "fwd.attention", || {
+        dama_kernels::attention_forward(&q, &k, &v, &att.mask, s.scale)
+    })?;
     let a = attn.reshape((s.b * s.t, s.hq * s.hd))?;
-    let x2 = (&x + l.o.forward(&a, off)?)?;
-    let h2 = dama_kernels::rms_norm(&x2, &l.post_norm.detach(), s.eps)?;
-    let gate = l.gate.forward(&h2, off)?;
-    let up = l.up.forward(&h2, off)?;
-    let m = dama_kernels::swiglu(&gate, &up)?;
-    let y = (&x2 + l.down.forward(&m, off)?)?;
+    let x2 = span(dev, "fwd.o_residual", || &x + l.o.forward(&a, off)?)?;
+    let h2 = span(dev, "fwd.post_norm", || {
+        dama_kernels::rms_norm(&x2, &l.post_norm.detach(), s.eps)
+    })?;
+    let (gate, up) = span(dev, "fwd.gate_up", || {
+        Ok((l.gate.forward(&h2, off)?, l.up.forward(&h2, off)?))
+    })?;
+    let m = span(dev, "fwd.swiglu", || dama_kernels::swiglu(&gate, &up))?;
+    let y = span(dev, "fwd.down_residual", || {
+        &x2 + l.down.forward(&m, off)?
+    })?;
     let saved = Saved {
         q,
         k,
@@ -238,6 +259,10 @@ fn backward(
         }
     };
     let dy = dy.contiguous()?;
+    let dev = &dy.device().clone();
+    let linear = |i: usize, lin: &Linear, x: &Tensor, d: &Tensor| {
+        lin.backward(x, d, &need[spans[i].clone()], true)
+    };
 
     // MLP block: y = x2 + down(swiglu(gate(h2), up(h2))), h2 = rms_norm(x2)
     let Saved {
@@ -250,56 +275,71 @@ fn backward(
         gate,
         up,
     } = saved;
-    let m = dama_kernels::swiglu(&gate, &up)?;
-    let (dm, g) = l.down.backward(&m, &dy, &need[spans[6].clone()], true)?;
+    let m = span(dev, "bwd.recompute_swiglu", || {
+        dama_kernels::swiglu(&gate, &up)
+    })?;
+    let (dm, g) = span(dev, "bwd.down", || linear(6, &l.down, &m, &dy))?;
     put(6, g);
     drop(m);
-    let dm = dm.expect("asked for");
-    let (dgate, dup) = dama_kernels::swiglu_backward(&gate, &up, &dm, true, true)?;
-    drop((dm, gate, up));
-    let h2 = dama_kernels::rms_norm(&x2, &w_post, s.eps)?;
-    let (dh2, g) = l.gate.backward(
-        &h2,
-        &dgate.expect("asked for"),
-        &need[spans[4].clone()],
-        true,
-    )?;
-    put(4, g);
-    let (dh2_up, g) =
-        l.up.backward(&h2, &dup.expect("asked for"), &need[spans[5].clone()], true)?;
-    put(5, g);
+    let (dgate, dup) = span(dev, "bwd.swiglu", || {
+        dama_kernels::swiglu_backward(&gate, &up, &dm.expect("asked for"), true, true)
+    })?;
+    drop((gate, up));
+    let h2 = span(dev, "bwd.recompute_post_norm", || {
+        dama_kernels::rms_norm(&x2, &w_post, s.eps)
+    })?;
+    let (dh2, g_gate, g_up) = span(dev, "bwd.gate_up", || {
+        let (dh2, g_gate) = linear(4, &l.gate, &h2, &dgate.expect("asked for"))?;
+        let (dh2_up, g_up) = linear(5, &l.up, &h2, &dup.expect("asked for"))?;
+        Ok((add_opt(dh2, dh2_up)?.expect("asked for"), g_gate, g_up))
+    })?;
+    put(4, g_gate);
+    put(5, g_up);
     drop(h2);
-    let dh2 = add_opt(dh2, dh2_up)?.expect("asked for");
-    let (dx2, dw_post) = dama_kernels::rms_norm_backward(&x2, &w_post, &dh2, s.eps, true, need[1])?;
-    drop((dh2, x2));
-    let dx2 = (dx2.expect("asked for") + &dy)?;
-    drop(dy);
+    let (dx2, dw_post) = span(dev, "bwd.post_norm_residual", || {
+        let (dx2, dw) = dama_kernels::rms_norm_backward(&x2, &w_post, &dh2, s.eps, true, need[1])?;
+        Ok(((dx2.expect("asked for") + &dy)?, dw))
+    })?;
+    drop((dh2, x2, dy));
 
     // attention block: x2 = x + o(attention(rope(q(h)), rope(k(h)), v(h))), h = rms_norm(x)
     let a = attn.reshape((n, s.hq * s.hd))?;
-    let (da, g) = l.o.backward(&a, &dx2, &need[spans[3].clone()], true)?;
+    let (da, g) = span(dev, "bwd.o", || linear(3, &l.o, &a, &dx2))?;
     put(3, g);
     let da = da.expect("asked for").reshape((s.b, s.t, s.hq, s.hd))?;
-    let (dq, dk, dv) =
-        dama_kernels::attention_backward(&q, &k, &v, &attn, &lse, &da, &att.mask, s.scale)?;
+    let (dq, dk, dv) = span(dev, "bwd.attention", || {
+        dama_kernels::attention_backward(&q, &k, &v, &attn, &lse, &da, &att.mask, s.scale)
+    })?;
     drop((q, k, v, attn, lse, da));
-    let dq = dama_kernels::rope_backward(&dq, &cos, &sin)?.reshape((n, s.hq * s.hd))?;
-    let dk = dama_kernels::rope_backward(&dk, &cos, &sin)?.reshape((n, s.hkv * s.hd))?;
+    let (dq, dk) = span(dev, "bwd.rope", || {
+        Ok((
+            dama_kernels::rope_backward(&dq, &cos, &sin)?.reshape((n, s.hq * s.hd))?,
+            dama_kernels::rope_backward(&dk, &cos, &sin)?.reshape((n, s.hkv * s.hd))?,
+        ))
+    })?;
     let dv = dv.reshape((n, s.hkv * s.hd))?;
-    let h = dama_kernels::rms_norm(x, &w_in, s.eps)?;
+    let h = span(dev, "bwd.recompute_input_norm", || {
+        dama_kernels::rms_norm(x, &w_in, s.eps)
+    })?;
     let mut dh = None;
-    for (i, (lin, d)) in [(&l.q, dq), (&l.k, dk), (&l.v, dv)].into_iter().enumerate() {
-        let (dxi, g) = lin.backward(&h, &d, &need[spans[i].clone()], true)?;
-        put(i, g);
-        dh = add_opt(dh, dxi)?;
-    }
+    span(dev, "bwd.qkv", || {
+        for (i, (lin, d)) in [(&l.q, dq), (&l.k, dk), (&l.v, dv)].into_iter().enumerate() {
+            let (dxi, g) = linear(i, lin, &h, &d)?;
+            put(i, g);
+            dh = add_opt(dh.take(), dxi)?;
+        }
+        Ok(())
+    })?;
     drop(h);
     let dh = dh.expect("asked for");
-    let (dx, dw_in) = dama_kernels::rms_norm_backward(x, &w_in, &dh, s.eps, need_dx, need[0])?;
-    let dx = match dx {
-        Some(d) if need_dx => Some((d + dx2)?),
-        _ => None,
-    };
+    let (dx, dw_in) = span(dev, "bwd.input_norm_residual", || {
+        let (dx, dw) = dama_kernels::rms_norm_backward(x, &w_in, &dh, s.eps, need_dx, need[0])?;
+        let dx = match dx {
+            Some(d) if need_dx => Some((d + dx2)?),
+            _ => None,
+        };
+        Ok((dx, dw))
+    })?;
     params[0] = dw_in;
     params[1] = dw_post;
     Ok(LayerGrads { dx, params })

@@ -125,7 +125,10 @@ impl Llama {
 
     /// Token embeddings of `ids` `(n,)` → `(n, hidden)`.
     pub fn embed(&self, ids: &Tensor, grad: Grad) -> candle_core::Result<Tensor> {
-        grad.w(&self.embed_tokens).index_select(ids, 0)
+        let table = grad.w(&self.embed_tokens);
+        dama_kernels::profile::span(ids.device(), "embed", || {
+            dama_kernels::embedding(ids, &table)
+        })
     }
 
     /// Runs every decoder layer; returns the last hidden states before the final norm.
@@ -161,9 +164,11 @@ impl Llama {
         num_segments: usize,
         grad: Grad,
     ) -> candle_core::Result<Tensor> {
-        let h = hidden.index_select(positions, 0)?;
-        let h = ops::rms_norm(&h, &grad.w(&self.norm), self.cfg.rms_norm_eps)?;
-        ops::answer_logprobs(&h, &grad.w(&self.lm_head), targets, segments, num_segments)
+        dama_kernels::profile::span(hidden.device(), "head", || {
+            let h = hidden.index_select(positions, 0)?;
+            let h = ops::rms_norm(&h, &grad.w(&self.norm), self.cfg.rms_norm_eps)?;
+            ops::answer_logprobs(&h, &grad.w(&self.lm_head), targets, segments, num_segments)
+        })
     }
 
     /// Every weight of the language model under its canonical name, LoRA merged (for saving).

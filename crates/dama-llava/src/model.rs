@@ -227,7 +227,9 @@ impl LlavaModel {
             });
         }
         let source = Tensor::from_vec(source, n, dev)?;
-        let x = Tensor::cat(&[&text, &image], 0)?.index_select(&source, 0)?;
+        // a permutation of the rows: `embedding`'s backward scatters them back in one pass
+        // (candle's `index_select` backward walks every row once per column)
+        let x = dama_kernels::embedding(&source, &Tensor::cat(&[&text, &image], 0)?)?;
 
         let hd = cfg.text.head_dim;
         let (cos, sin) = ops::rope_tables(&layout.positions, &self.inv_freq, self.dtype, dev)?;

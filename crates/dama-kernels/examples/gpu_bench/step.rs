@@ -405,6 +405,7 @@ pub fn run(
         &mut state,
         (&rc, &rr, &alpha_d),
     )?;
+    let profile = profiled(dev, &model, &batch)?;
     // The anchor's FLOP count for its own token count (2·pairs rows of 576 + text_len tokens),
     // so the two MFUs compare the same useful work; our shared prefix runs fewer tokens.
     let t = &cfg.text;
@@ -431,7 +432,8 @@ pub fn run(
                "phases_step_sum_ms": phases.vision + phases.forward + phases.backward + phases.optimizer,
                // the anchor's reference pass: tower + forward over 2·pairs sequences
                "ref_logp_seqs_per_s": (2 * pairs) as f64 / ((phases.vision + phases.reference) / 1e3),
-               "mem_gib_after_forward": phases.mem_after_forward})
+               "mem_gib_after_forward": phases.mem_after_forward,
+               "profile": profile})
     );
     Ok(())
 }
@@ -520,4 +522,45 @@ fn phases(
         optimizer: ms["optimizer"],
         mem_after_forward,
     })
+}
+
+/// One more forward + backward (no optimizer) with `dama_kernels::profile` spans on: every
+/// decoder-layer stage, the embedding and the head, each summed over the layers, with a
+/// device synchronisation around each; `other` is what the spans do not cover (in the
+/// backward: candle's graph walk, the per-parameter gradient sums, the projector).
+fn profiled(dev: &Device, model: &LlavaModel, batch: &PairBatch) -> Result<serde_json::Value> {
+    let err = |e: dama_llava::LlavaError| candle_core::Error::Msg(e.to_string());
+    let Images::Pixels(px) = &batch.images else {
+        candle_core::bail!("step: the batch carries pixels")
+    };
+    let with_features = PairBatch {
+        images: Images::Features(model.image_features(px).map_err(err)?),
+        pairs: batch.pairs.clone(),
+    };
+    dev.synchronize()?;
+    dama_kernels::profile::take();
+    dama_kernels::profile::set_enabled(true);
+    let t = Instant::now();
+    let lp = model.pair_logps(&with_features, true).map_err(err)?;
+    let objective = (lp.chosen.sum_all()? - lp.rejected.sum_all()?)?;
+    dev.synchronize()?;
+    let fwd = dama_kernels::profile::take();
+    let fwd_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let grads = objective.backward()?;
+    dev.synchronize()?;
+    let bwd_ms = t.elapsed().as_secs_f64() * 1e3;
+    dama_kernels::profile::set_enabled(false);
+    let bwd = dama_kernels::profile::take();
+    drop(grads);
+    let table = |spans: &[dama_kernels::profile::Span], total: f64| {
+        let covered: f64 = spans.iter().map(|s| s.ms).sum();
+        let mut rows: Vec<serde_json::Value> = spans
+            .iter()
+            .map(|s| json!({"span": s.name, "calls": s.calls, "ms": s.ms}))
+            .collect();
+        rows.push(json!({"span": "other", "calls": 0, "ms": total - covered}));
+        json!({"total_ms": total, "spans": rows})
+    };
+    Ok(json!({"forward": table(&fwd, fwd_ms), "backward": table(&bwd, bwd_ms)}))
 }
