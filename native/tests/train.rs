@@ -88,6 +88,31 @@ fn micro_batches_give_the_weights_of_one_pass() {
 }
 
 #[test]
+fn activation_checkpointing_gives_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), 2);
+    let data = dataset(dir.path(), 8, |_, _| {});
+    let base = dama_native::train::run::TrainConfig {
+        batch_size: 4,
+        ..config(&model, &data)
+    };
+    let plain = train(&base, &dir.path().join("plain"), false, &Device::Cpu).unwrap();
+    let recomputed = dama_native::train::run::TrainConfig {
+        activation_checkpointing: true,
+        ..base.clone()
+    };
+    let ckpt = train(&recomputed, &dir.path().join("ckpt"), false, &Device::Cpu).unwrap();
+    assert_eq!(plain.steps.len(), 2);
+    for (a, b) in plain.steps.iter().zip(&ckpt.steps) {
+        assert_eq!(a.loss, b.loss);
+        assert_eq!(a.grad_norm, b.grad_norm);
+    }
+    let d = max_diff(&weights(&plain.final_dir), &weights(&ckpt.final_dir));
+    assert_eq!(d, 0.0, "weights differ by {d}");
+    assert!(max_diff(&weights(&plain.final_dir), &weights(&model)) > 0.0);
+}
+
+#[test]
 fn a_stale_reference_cache_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 4, |_, _| {});

@@ -166,6 +166,11 @@ pub struct TrainArgs {
     /// instead of 12; a 7B full fine-tune then fits one 141 GB H200: 98 GB peak at 4 pairs).
     #[arg(long, value_enum, default_value = "f32")]
     pub optim_master: OptimMaster,
+    /// Recompute each decoder layer in the backward instead of keeping its activations: the
+    /// same numbers with a fraction of the activation memory, for one more forward of the
+    /// language model per pass (larger micro-batches on one GPU). Free to change on resume.
+    #[arg(long)]
+    pub activation_checkpointing: bool,
     /// Clip the global gradient norm (0 = no clipping).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
@@ -273,6 +278,7 @@ impl TrainArgs {
             save_total_limit: self.save_total_limit,
             skip_bad: self.input.skip_bad,
             ref_cache: self.ref_cache.clone(),
+            activation_checkpointing: self.activation_checkpointing,
         }
     }
 }

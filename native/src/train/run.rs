@@ -89,6 +89,10 @@ pub struct TrainConfig {
     pub save_total_limit: usize,
     pub skip_bad: bool,
     pub ref_cache: Option<PathBuf>,
+    /// Recompute each decoder layer in the backward instead of keeping its activations (same
+    /// numbers, less memory, one more forward of the language model per pass).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 impl TrainConfig {
@@ -124,6 +128,7 @@ impl TrainConfig {
             save_total_limit: 2,
             skip_bad: false,
             ref_cache: None,
+            activation_checkpointing: false,
         }
     }
 
@@ -140,7 +145,13 @@ impl TrainConfig {
     fn identity(&self) -> Result<String> {
         let mut v = serde_json::to_value(self)?;
         let obj = v.as_object_mut().expect("a struct serialises to an object");
-        for free in ["save_every", "save_total_limit", "skip_bad", "ref_cache"] {
+        for free in [
+            "save_every",
+            "save_total_limit",
+            "skip_bad",
+            "ref_cache",
+            "activation_checkpointing",
+        ] {
             obj.remove(free);
         }
         Ok(hash_parts([v.to_string().as_bytes()]))
@@ -269,8 +280,9 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         Some((dir, _)) if !lora => dir.clone(),
         _ => cfg.model.clone(),
     };
-    let model = LlavaModel::load(&load_from, &opts)
+    let mut model = LlavaModel::load(&load_from, &opts)
         .with_context(|| format!("loading the policy {}", load_from.display()))?;
+    model.set_activation_checkpointing(cfg.activation_checkpointing);
     let params: Vec<Param> = model
         .trainable_vars()
         .iter()
