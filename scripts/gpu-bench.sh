@@ -13,7 +13,8 @@
 #   run(command="scripts/gpu-bench.sh", carry=[".gpu"], timeout_s=600)
 #   STAGES="check block" scripts/gpu-bench.sh        # a subset (default: all, in this order)
 #
-# Stages, in order of value; each has its own time limit, a failed one does not stop the rest:
+# Stages, in order of value (default: all but block_fma, block_ldsm, step*_autograd and
+# step*_candle_optim); each has its own time limit, a failed one does not stop the rest:
 #   check   CUDA vs CPU outputs and gradients of every op, f32 and bf16 (exit 1 on a mismatch),
 #           attention on the plain-FMA kernels (DAMA_CUDA_ATTN=fma)
 #   check_mma  the attention checks again on the tensor-core kernels (DAMA_CUDA_ATTN=mma; bf16
@@ -23,6 +24,12 @@
 #           applies, the default since 2026-11-26). The later stages run with DAMA_CUDA_ATTN
 #           unset (the default), or fma if check_mma / check_default failed (ATTN=fma|mma
 #           forces one).
+#   check_ldsm  the attention checks on the tensor-core kernels whose fragments are loaded by
+#           ldmatrix (DAMA_CUDA_ATTN=ldmatrix; checked in the CPU emulation of kernels/emu, not
+#           yet on a GPU, so opt-in); its result does not change what the other stages run,
+#           but once it passes, stage ops adds an ldmatrix attention row
+#   block_ldsm  the block probe's candle part with the ldmatrix attention (needs check_ldsm
+#           to have passed in this run)
 #   check_adamw  the fused AdamW update (dama_kernels::adamw) CUDA vs CPU: f32 / bf16 variables
 #           and gradients, weight decay on and off, 4 steps each, and bf16 variables as their
 #           own master with stochastic rounding (expected error 0; a failure fails the run like
@@ -164,6 +171,8 @@ stage() {
     return 0
 }
 check_rc=0
+ldsm_ok=0
+last_rc=
 mma_rc=unset
 demo_ran=0
 demo_rc=0
@@ -177,19 +186,30 @@ attn_env() {
 }
 
 torch=${TORCH:-1}
-for s in ${STAGES:-check check_mma check_default check_adamw block ops step1b step7b demo}; do
+for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block ops step1b step7b demo}; do
     case "$s" in
         check) stage check 120 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" check ;;
         check_mma) stage check_mma 60 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
         check_default) stage check_default 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only attention ;;
         check_llava) stage check_llava 60 env -u DAMA_CUDA_ATTN "$work/gpu_bench" check --only llava ;;
         check_adamw) stage check_adamw 60 "$work/gpu_bench" check --only adamw ;;
+        check_ldsm)
+            stage check_ldsm 60 env DAMA_CUDA_ATTN=ldmatrix "$work/gpu_bench" check --only attention &&
+                [ "$last_rc" = 0 ] && ldsm_ok=1
+            ;;
+        block_ldsm)
+            if [ "$ldsm_ok" = 1 ]; then
+                stage block_ldsm 90 env DAMA_CUDA_ATTN=ldmatrix "$work/gpu_bench" block --iters 5
+            else
+                echo "=== block_ldsm: skipped, check_ldsm did not pass in this run" | tee -a "$log"
+            fi
+            ;;
         block)
             stage block_candle 90 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" block --iters 5
             [ "$torch" = 1 ] && stage block_torch 90 python3 "$gpu/bench/torch_block.py"
             ;;
         block_fma) stage block_fma 90 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" block --iters 5 ;;
-        ops) stage ops 90 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" ops --iters 5 ;;
+        ops) stage ops 90 env -u DAMA_CUDA_ATTN "$(attn_env)" OPS_LDMATRIX=$ldsm_ok "$work/gpu_bench" ops --iters 5 ;;
         step1b)
             stage step1b_candle 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3
             [ "$torch" = 1 ] && stage step1b_torch 120 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 1b:8
@@ -236,7 +256,7 @@ def anchor(stage):
         return r, ""
     r = next((r for r in old if r.get("stage") == stage and r.get("rc") == 0 and len(r) > 5), None)
     return r, (" [anchor: H200 2026-11-26 run 2]" if r else "")
-for st in ("check", "check_mma", "check_default", "check_llava", "check_adamw"):
+for st in ("check", "check_mma", "check_default", "check_ldsm", "check_llava", "check_adamw"):
     checks = [r for r in by(st) if "check" in r and r["check"] != "all"]
     if checks:
         bad = [r for r in checks if not r.get("ok")]
@@ -255,7 +275,7 @@ for st in ("check", "check_mma", "check_default", "check_llava", "check_adamw"):
     elif by(st) and not by(st)[0].get("skipped"):
         print(f"{st}: no check line (exit {by(st)[0]['rc']}; crashed? see log.txt)")
 torch, torch_src = anchor("block_torch")
-for st in ("block_candle", "block_fma"):
+for st in ("block_candle", "block_fma", "block_ldsm"):
     cand = {r["probe"]: r for r in by(st) if "probe" in r}
     f = cand.get("dama_block_fused_bf16")
     if f:

@@ -110,6 +110,75 @@ __device__ __forceinline__ void c_to_a(uint32_t (&a)[4], const float (&c0)[4], c
     a[3] = pack_bf16(c1[2], c1[3]);
 }
 
+// ldmatrix.x4: lane l gives the address of row l % 8 of 8x8 matrix l / 8 (16 bytes each);
+// register i of every lane receives its fragment of matrix i (row lane / 4, columns
+// 2·(lane % 4) and + 1; with .trans, of the transposed matrix). One instruction loads what
+// frag_a / frag_b_* read with four to eight scalar shared-memory loads.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p, bool trans) {
+#ifdef DAMA_EMU
+    emu_ldmatrix_x4(r, p, trans);
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    if (trans)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a));
+#endif
+}
+
+// frag_a through ldmatrix: matrices (r0, k0), (r0 + 8, k0), (r0, k0 + 8), (r0 + 8, k0 + 8).
+template <int P>
+__device__ __forceinline__ void frag_a_ldsm(uint32_t (&a)[4], const bf16* tile, int r0, int k0) {
+    const int l = threadIdx.x % 32;
+    ldsm_x4(a, tile + (r0 + (l & 7) + ((l >> 3) & 1) * 8) * P + k0 + (l >> 4) * 8, false);
+}
+
+// frag_b_rows for the n-tiles n0 and n0 + 8 at once: b[0], b[1] of n0, b[2], b[3] of n0 + 8.
+template <int P>
+__device__ __forceinline__ void frag_b_rows2(uint32_t (&b)[4], const bf16* tile, int n0, int k0) {
+    const int l = threadIdx.x % 32;
+    ldsm_x4(b, tile + (n0 + (l & 7) + (l >> 4) * 8) * P + k0 + ((l >> 3) & 1) * 8, false);
+}
+
+// frag_b_cols for the n-tiles n0 and n0 + 8 at once (transposed loads).
+template <int P>
+__device__ __forceinline__ void frag_b_cols2(uint32_t (&b)[4], const bf16* tile, int k0, int n0) {
+    const int l = threadIdx.x % 32;
+    ldsm_x4(b, tile + (k0 + (l & 7) + ((l >> 3) & 1) * 8) * P + n0 + (l >> 4) * 8, true);
+}
+
+// The B fragments of n-tiles n and n + 1 (n even) of a tile read as rows or as columns, by
+// ldmatrix (LDSM) or by scalar loads: what the kernels' inner loops call.
+template <int P, bool LDSM>
+__device__ __forceinline__ void b_rows_pair(uint32_t (&b)[4], const bf16* tile, int n0, int k0) {
+    if (LDSM) {
+        frag_b_rows2<P>(b, tile, n0, k0);
+    } else {
+        frag_b_rows<P>(b[0], b[1], tile, n0, k0);
+        frag_b_rows<P>(b[2], b[3], tile, n0 + 8, k0);
+    }
+}
+template <int P, bool LDSM>
+__device__ __forceinline__ void b_cols_pair(uint32_t (&b)[4], const bf16* tile, int k0, int n0) {
+    if (LDSM) {
+        frag_b_cols2<P>(b, tile, k0, n0);
+    } else {
+        frag_b_cols<P>(b[0], b[1], tile, k0, n0);
+        frag_b_cols<P>(b[2], b[3], tile, k0, n0 + 8);
+    }
+}
+template <int P, bool LDSM>
+__device__ __forceinline__ void a_frag(uint32_t (&a)[4], const bf16* tile, int r0, int k0) {
+    if (LDSM)
+        frag_a_ldsm<P>(a, tile, r0, k0);
+    else
+        frag_a<P>(a, tile, r0, k0);
+}
+
 // Smallest first key and largest end over the spans of queries [q0, q0 + n) (shared result).
 __device__ __forceinline__ void key_range(const uint4* spans, int bi, int t, int q0, int n,
                                           unsigned int* lo, unsigned int* hi) {
@@ -139,7 +208,7 @@ __device__ __forceinline__ void key_range(const uint4* spans, int bi, int t, int
 #define FWD_BQ 64
 #define FWD_BK 64
 
-template <int D>
+template <int D, bool LDSM>
 __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,
                              bf16* out, float* lse, int t, int hq, int hkv, Strides qs, Strides ks,
                              Strides vs, float scale) {
@@ -162,7 +231,7 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
     __syncthreads();
     uint32_t qf[KS][4];
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) frag_a<P>(qf[kk], ksm, warp * 16, kk * 16);
+    for (int kk = 0; kk < KS; ++kk) a_frag<P, LDSM>(qf[kk], ksm, warp * 16, kk * 16);
     __syncthreads();
 
     float o[NT][4];
@@ -182,15 +251,16 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
         if (__any_sync(0xffffffffu, mine)) {
             float s[ST][4];
 #pragma unroll
-            for (int n = 0; n < ST; ++n) {
-                s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+            for (int n = 0; n < ST; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-                for (int kk = 0; kk < KS; ++kk) {
-                    uint32_t b0, b1;
-                    frag_b_rows<P>(b0, b1, ksm, n * 8, kk * 16);
-                    mma16816(s[n], qf[kk], b0, b1);
+            for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+                for (int n = 0; n < ST; n += 2) {
+                    uint32_t b[4];
+                    b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
+                    mma16816(s[n], qf[kk], b[0], b[1]);
+                    mma16816(s[n + 1], qf[kk], b[2], b[3]);
                 }
-            }
             bool full[2];
 #pragma unroll
             for (int r = 0; r < 2; ++r) full[r] = sp[r].x <= (unsigned)j0 && (unsigned)j1 <= sp[r].y;
@@ -233,10 +303,11 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
                 uint32_t a[4];
                 c_to_a(a, s[2 * kk], s[2 * kk + 1]);
 #pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    uint32_t b0, b1;
-                    frag_b_cols<P>(b0, b1, vsm, kk * 16, n * 8);
-                    mma16816(o[n], a, b0, b1);
+                for (int n = 0; n < NT; n += 2) {
+                    uint32_t b[4];
+                    b_cols_pair<P, LDSM>(b, vsm, kk * 16, n * 8);
+                    mma16816(o[n], a, b[0], b[1]);
+                    mma16816(o[n + 1], a, b[2], b[3]);
                 }
             }
         }
@@ -265,7 +336,7 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
 #define DQ_BQ 64
 #define DQ_BK 32
 
-template <int D>
+template <int D, bool LDSM>
 __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                                 const uint4* spans, const float* lse, const float* delta,
                                 bf16* dq, int t, int hq, int hkv, Strides qs, Strides ks,
@@ -294,12 +365,12 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
     load_rows<DQ_BQ, D, P>(ksm, q, qs, bi, h, q0, t);
     __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) frag_a<P>(qf[kk], ksm, warp * 16, kk * 16);
+    for (int kk = 0; kk < KS; ++kk) a_frag<P, LDSM>(qf[kk], ksm, warp * 16, kk * 16);
     __syncthreads();
     load_rows<DQ_BQ, D, P>(ksm, dout, gs, bi, h, q0, t);
     __syncthreads();
 #pragma unroll
-    for (int kk = 0; kk < KS; ++kk) frag_a<P>(gf[kk], ksm, warp * 16, kk * 16);
+    for (int kk = 0; kk < KS; ++kk) a_frag<P, LDSM>(gf[kk], ksm, warp * 16, kk * 16);
     __syncthreads();
 
     float acc[NT][4];
@@ -317,18 +388,21 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
         if (__any_sync(0xffffffffu, mine)) {
             float s[ST][4], dp[ST][4];
 #pragma unroll
-            for (int n = 0; n < ST; ++n) {
+            for (int n = 0; n < ST; ++n)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
 #pragma unroll
-                for (int kk = 0; kk < KS; ++kk) {
-                    uint32_t b0, b1;
-                    frag_b_rows<P>(b0, b1, ksm, n * 8, kk * 16);
-                    mma16816(s[n], qf[kk], b0, b1);
-                    frag_b_rows<P>(b0, b1, vsm, n * 8, kk * 16);
-                    mma16816(dp[n], gf[kk], b0, b1);
+            for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+                for (int n = 0; n < ST; n += 2) {
+                    uint32_t b[4];
+                    b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
+                    mma16816(s[n], qf[kk], b[0], b[1]);
+                    mma16816(s[n + 1], qf[kk], b[2], b[3]);
+                    b_rows_pair<P, LDSM>(b, vsm, n * 8, kk * 16);
+                    mma16816(dp[n], gf[kk], b[0], b[1]);
+                    mma16816(dp[n + 1], gf[kk], b[2], b[3]);
                 }
-            }
 #pragma unroll
             for (int n = 0; n < ST; ++n)
 #pragma unroll
@@ -343,10 +417,11 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
                 uint32_t a[4];
                 c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    uint32_t b0, b1;
-                    frag_b_cols<P>(b0, b1, ksm, kk * 16, n * 8);
-                    mma16816(acc[n], a, b0, b1);
+                for (int n = 0; n < NT; n += 2) {
+                    uint32_t b[4];
+                    b_cols_pair<P, LDSM>(b, ksm, kk * 16, n * 8);
+                    mma16816(acc[n], a, b[0], b[1]);
+                    mma16816(acc[n + 1], a, b[2], b[3]);
                 }
             }
         }
@@ -370,7 +445,7 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
 #define KV_BK 32
 #define KV_BQ 32
 
-template <int D>
+template <int D, bool LDSM>
 __device__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                                   const uint4* spans, const float* lse, const float* delta,
                                   bf16* dk, bf16* dv, int t, int hq, int hkv, Strides qs,
@@ -419,15 +494,17 @@ __device__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v, c
 #pragma unroll
             for (int kk = 0; kk < KS; ++kk) {
                 uint32_t a[4], b[4];
-                frag_a<P>(a, ksm, warp * 16, kk * 16);
-                frag_a<P>(b, vsm, warp * 16, kk * 16);
+                a_frag<P, LDSM>(a, ksm, warp * 16, kk * 16);
+                a_frag<P, LDSM>(b, vsm, warp * 16, kk * 16);
 #pragma unroll
-                for (int n = 0; n < ST; ++n) {
-                    uint32_t b0, b1;
-                    frag_b_rows<P>(b0, b1, qsm, n * 8, kk * 16);
-                    mma16816(s[n], a, b0, b1);
-                    frag_b_rows<P>(b0, b1, gsm, n * 8, kk * 16);
-                    mma16816(dp[n], b, b0, b1);
+                for (int n = 0; n < ST; n += 2) {
+                    uint32_t f[4];
+                    b_rows_pair<P, LDSM>(f, qsm, n * 8, kk * 16);
+                    mma16816(s[n], a, f[0], f[1]);
+                    mma16816(s[n + 1], a, f[2], f[3]);
+                    b_rows_pair<P, LDSM>(f, gsm, n * 8, kk * 16);
+                    mma16816(dp[n], b, f[0], f[1]);
+                    mma16816(dp[n + 1], b, f[2], f[3]);
                 }
             }
 #pragma unroll
@@ -447,12 +524,14 @@ __device__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v, c
                 c_to_a(pa, s[2 * kk], s[2 * kk + 1]);
                 c_to_a(da, dp[2 * kk], dp[2 * kk + 1]);
 #pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    uint32_t b0, b1;
-                    frag_b_cols<P>(b0, b1, gsm, kk * 16, n * 8);
-                    mma16816(av[n], pa, b0, b1);
-                    frag_b_cols<P>(b0, b1, qsm, kk * 16, n * 8);
-                    mma16816(ak[n], da, b0, b1);
+                for (int n = 0; n < NT; n += 2) {
+                    uint32_t f[4];
+                    b_cols_pair<P, LDSM>(f, gsm, kk * 16, n * 8);
+                    mma16816(av[n], pa, f[0], f[1]);
+                    mma16816(av[n + 1], pa, f[2], f[3]);
+                    b_cols_pair<P, LDSM>(f, qsm, kk * 16, n * 8);
+                    mma16816(ak[n], da, f[0], f[1]);
+                    mma16816(ak[n + 1], da, f[2], f[3]);
                 }
             }
             __syncthreads();
@@ -473,37 +552,44 @@ __device__ void attn_bwd_dkdv_mma(const bf16* q, const bf16* k, const bf16* v, c
 
 #define STRIDES(p) Strides { p##0, p##1, p##2 }
 
-#define ATTN_MMA(D)                                                                              \
-    extern "C" __global__ void __launch_bounds__(128)                                            \
-        attn_mma_fwd_d##D(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,       \
-                          bf16* out, float* lse, int t, int hq, int hkv, long long qs0,          \
-                          long long qs1, long long qs2, long long ks0, long long ks1,            \
-                          long long ks2, long long vs0, long long vs1, long long vs2,            \
-                          float scale) {                                                         \
-        attn_fwd_mma<D>(q, k, v, spans, out, lse, t, hq, hkv, STRIDES(qs), STRIDES(ks),         \
-                        STRIDES(vs), scale);                                                     \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) attn_mma_bwd_dq_d##D(                      \
-        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,       \
-        const float* lse, const float* delta, bf16* dq, int t, int hq, int hkv, long long qs0,   \
-        long long qs1, long long qs2, long long ks0, long long ks1, long long ks2,               \
-        long long vs0, long long vs1, long long vs2, long long gs0, long long gs1,               \
-        long long gs2, float scale) {                                                            \
-        attn_bwd_dq_mma<D>(q, k, v, dout, spans, lse, delta, dq, t, hq, hkv, STRIDES(qs),        \
-                           STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                        \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(64) attn_mma_bwd_dkdv_d##D(                     \
-        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,       \
-        const float* lse, const float* delta, bf16* dk, bf16* dv, int t, int hq, int hkv,        \
-        long long qs0, long long qs1, long long qs2, long long ks0, long long ks1,               \
-        long long ks2, long long vs0, long long vs1, long long vs2, long long gs0,               \
-        long long gs1, long long gs2, float scale) {                                             \
-        attn_bwd_dkdv_mma<D>(q, k, v, dout, spans, lse, delta, dk, dv, t, hq, hkv, STRIDES(qs), \
-                             STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                      \
+#define ATTN_MMA(D, PRE, LDSM)                                                                     \
+    extern "C" __global__ void __launch_bounds__(128)                                              \
+        PRE##_fwd_d##D(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,            \
+                          bf16* out, float* lse, int t, int hq, int hkv, long long qs0,            \
+                          long long qs1, long long qs2, long long ks0, long long ks1,              \
+                          long long ks2, long long vs0, long long vs1, long long vs2,              \
+                          float scale) {                                                           \
+        attn_fwd_mma<D, LDSM>(q, k, v, spans, out, lse, t, hq, hkv, STRIDES(qs), STRIDES(ks),      \
+                        STRIDES(vs), scale);                                                       \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(128) PRE##_bwd_dq_d##D(                           \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,         \
+        const float* lse, const float* delta, bf16* dq, int t, int hq, int hkv, long long qs0,     \
+        long long qs1, long long qs2, long long ks0, long long ks1, long long ks2,                 \
+        long long vs0, long long vs1, long long vs2, long long gs0, long long gs1,                 \
+        long long gs2, float scale) {                                                              \
+        attn_bwd_dq_mma<D, LDSM>(q, k, v, dout, spans, lse, delta, dq, t, hq, hkv, STRIDES(qs),    \
+                           STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                          \
+    }                                                                                              \
+    extern "C" __global__ void __launch_bounds__(64) PRE##_bwd_dkdv_d##D(                          \
+        const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const uint4* spans,         \
+        const float* lse, const float* delta, bf16* dk, bf16* dv, int t, int hq, int hkv,          \
+        long long qs0, long long qs1, long long qs2, long long ks0, long long ks1,                 \
+        long long ks2, long long vs0, long long vs1, long long vs2, long long gs0,                 \
+        long long gs1, long long gs2, float scale) {                                               \
+        attn_bwd_dkdv_mma<D, LDSM>(q, k, v, dout, spans, lse, delta, dk, dv, t, hq, hkv, STRIDES(qs),\
+                             STRIDES(ks), STRIDES(vs), STRIDES(gs), scale);                        \
     }
 
-ATTN_MMA(32)
-ATTN_MMA(64)
-ATTN_MMA(80)
-ATTN_MMA(96)
-ATTN_MMA(128)
+// attn_mma_*: fragments by scalar shared-memory loads (the default, checked on an H200);
+// attn_mma_ldsm_*: the same kernels with fragments by ldmatrix (DAMA_CUDA_ATTN=ldmatrix).
+ATTN_MMA(32, attn_mma, false)
+ATTN_MMA(64, attn_mma, false)
+ATTN_MMA(80, attn_mma, false)
+ATTN_MMA(96, attn_mma, false)
+ATTN_MMA(128, attn_mma, false)
+ATTN_MMA(32, attn_mma_ldsm, true)
+ATTN_MMA(64, attn_mma_ldsm, true)
+ATTN_MMA(80, attn_mma_ldsm, true)
+ATTN_MMA(96, attn_mma_ldsm, true)
+ATTN_MMA(128, attn_mma_ldsm, true)

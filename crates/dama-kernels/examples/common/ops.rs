@@ -255,11 +255,20 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
 
     // On CUDA, the attention once per kernel family (the FMA one first: a crash of the
     // tensor-core kernels then loses only their row), whatever DAMA_CUDA_ATTN selects above.
+    // The ldmatrix variant only with OPS_LDMATRIX=1 (gpu-bench.sh sets it once its check
+    // passed: a fault there would take the whole process and every row with it).
     if dev.is_cuda() {
-        for (op, kind) in [
+        let mut kinds = vec![
             ("attention (causal) fma", dama_kernels::CudaAttention::Fma),
             ("attention (causal) mma", dama_kernels::CudaAttention::Mma),
-        ] {
+        ];
+        if std::env::var("OPS_LDMATRIX").as_deref() == Ok("1") {
+            kinds.push((
+                "attention (causal) mma_ldsm",
+                dama_kernels::CudaAttention::Ldmatrix,
+            ));
+        }
+        for (op, kind) in kinds {
             dama_kernels::set_cuda_attention(Some(kind));
             let r = run(
                 op,

@@ -2,9 +2,10 @@
 // is a std::thread, __syncthreads and the warp collectives are barriers, mma.m16n8k16 is
 // computed from the PTX ISA's fragment layouts (emu.h). Runs the forward, dQ and dK/dV kernels
 // on causal+padding and shared-prefix masks, GQA, strided and misaligned q rows, d = 32, 64,
-// 80, 128, t up to 736, against a double-precision reference; bf16 tolerance 2e-2 of the
-// largest entry.
-// Run: kernels/emu/run.sh (g++ with C++20 and the CUDA headers; ~1 min, ASAN=1 slower).
+// 80, 96, 128, t up to 736, against a double-precision reference; bf16 tolerance 2e-2 of the
+// largest entry. Every case runs twice: fragments by scalar shared loads (attn_mma_*) and by
+// ldmatrix (attn_mma_ldsm_*, emulated in emu.h).
+// Run: kernels/emu/run.sh (g++ with C++20 and the CUDA headers; ~1.5 min, ASAN=1 slower).
 #include "emu.h"
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
 #define DAMA_EMU 1
@@ -17,7 +18,7 @@ static float rbf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
 struct Case { int b, t, hq, hkv, d; int kind; int qpad = 8; };  // kind 0 causal+padding, 1 shared prefix
 
-int run(Case c, uint64_t seed) {
+int run(Case c, uint64_t seed, bool ldsm) {
     const int b = c.b, t = c.t, hq = c.hq, hkv = c.hkv, d = c.d;
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> nd(0.f, 1.f);
@@ -77,20 +78,14 @@ int run(Case c, uint64_t seed) {
     std::vector<bf16> out(O.size()), dq(O.size()), dk(dK.size()), dv(dK.size());
     std::vector<float> lse(L.size()), delta(L.size());
     Strides qs{(long long)t * hq * (d + qpad), (long long)hq * (d + qpad), d + qpad}, ks{(long long)t * hkv * d, (long long)hkv * d, d}, gs{(long long)t * hq * d, (long long)hq * d, d};
-    auto fwd = [&] {
-        switch (d) {
-            case 32: attn_mma_fwd_d32(q.data(), k.data(), v.data(), spans.data(), out.data(), lse.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, scale); break;
-            case 64: attn_mma_fwd_d64(q.data(), k.data(), v.data(), spans.data(), out.data(), lse.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, scale); break;
-            case 80: attn_mma_fwd_d80(q.data(), k.data(), v.data(), spans.data(), out.data(), lse.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, scale); break;
-            case 128: attn_mma_fwd_d128(q.data(), k.data(), v.data(), spans.data(), out.data(), lse.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, scale); break;
-        }
-    };
+#define FWD(D) case D: (ldsm ? attn_mma_ldsm_fwd_d##D : attn_mma_fwd_d##D)(q.data(), k.data(), v.data(), spans.data(), out.data(), lse.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, scale); break;
+    auto fwd = [&] { switch (d) { FWD(32) FWD(64) FWD(80) FWD(96) FWD(128) } };
     launch(Dim3{(unsigned)((t + 63) / 64), (unsigned)hq, (unsigned)b}, 128, fwd);
     for (size_t r = 0; r < L.size(); ++r) { double s = 0; for (int e = 0; e < d; ++e) s += (double)__bfloat162float(out[r * d + e]) * __bfloat162float(go[r * d + e]); delta[r] = (float)s; }
-#define BWD(D) case D: attn_mma_bwd_dq_d##D(q.data(), k.data(), v.data(), go.data(), spans.data(), lse.data(), delta.data(), dq.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, gs.s0, gs.s1, gs.s2, scale); break;
-#define KV(D) case D: attn_mma_bwd_dkdv_d##D(q.data(), k.data(), v.data(), go.data(), spans.data(), lse.data(), delta.data(), dk.data(), dv.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, gs.s0, gs.s1, gs.s2, scale); break;
-    launch(Dim3{(unsigned)((t + 63) / 64), (unsigned)hq, (unsigned)b}, 128, [&] { switch (d) { BWD(32) BWD(64) BWD(80) BWD(128) } });
-    launch(Dim3{(unsigned)((t + 31) / 32), (unsigned)hkv, (unsigned)b}, 64, [&] { switch (d) { KV(32) KV(64) KV(80) KV(128) } });
+#define BWD(D) case D: (ldsm ? attn_mma_ldsm_bwd_dq_d##D : attn_mma_bwd_dq_d##D)(q.data(), k.data(), v.data(), go.data(), spans.data(), lse.data(), delta.data(), dq.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, gs.s0, gs.s1, gs.s2, scale); break;
+#define KV(D) case D: (ldsm ? attn_mma_ldsm_bwd_dkdv_d##D : attn_mma_bwd_dkdv_d##D)(q.data(), k.data(), v.data(), go.data(), spans.data(), lse.data(), delta.data(), dk.data(), dv.data(), t, hq, hkv, qs.s0, qs.s1, qs.s2, ks.s0, ks.s1, ks.s2, ks.s0, ks.s1, ks.s2, gs.s0, gs.s1, gs.s2, scale); break;
+    launch(Dim3{(unsigned)((t + 63) / 64), (unsigned)hq, (unsigned)b}, 128, [&] { switch (d) { BWD(32) BWD(64) BWD(80) BWD(96) BWD(128) } });
+    launch(Dim3{(unsigned)((t + 31) / 32), (unsigned)hkv, (unsigned)b}, 64, [&] { switch (d) { KV(32) KV(64) KV(80) KV(96) KV(128) } });
     auto err = [](const std::vector<bf16>& a, const std::vector<double>& r) {
         double mx = 1e-30, df = 0;
         for (size_t i = 0; i < r.size(); ++i) { mx = std::max(mx, std::abs(r[i])); double x = __bfloat162float(a[i]); df = std::max(df, std::isnan(x) ? INFINITY : std::abs(x - r[i])); }
@@ -99,14 +94,16 @@ int run(Case c, uint64_t seed) {
     double le = 0; for (size_t r = 0; r < L.size(); ++r) { if (std::isinf(L[r])) { if (!(std::isinf(lse[r]) && lse[r] < 0)) le = INFINITY; } else le = std::max(le, std::abs(lse[r] - L[r])); }
     double eo = err(out, O), eq = err(dq, dQ), ek = err(dk, dK), ev = err(dv, dV);
     bool ok = eo < 2e-2 && eq < 2e-2 && ek < 2e-2 && ev < 2e-2 && le < 2e-2;
-    printf("b%d t%d hq%d hkv%d d%d kind%d: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e %s\n", b, t, hq, hkv, d, c.kind, eo, le, eq, ek, ev, ok ? "ok" : "FAIL");
+    printf("%s b%d t%d hq%d hkv%d d%d kind%d: out %.2e lse %.2e dq %.2e dk %.2e dv %.2e %s\n", ldsm ? "ldmatrix" : "scalar  ", b, t, hq, hkv, d, c.kind, eo, le, eq, ek, ev, ok ? "ok" : "FAIL");
     return ok ? 0 : 1;
 }
 
 int main(int argc, char** argv) {
     int fails = 0;
-    Case cs[] = {{2, 150, 4, 2, 64, 0}, {2, 90, 2, 2, 128, 1}, {1, 70, 2, 1, 32, 0}, {1, 70, 2, 1, 80, 0}, {2, 130, 8, 2, 128, 0}, {2, 130, 3, 3, 64, 1}, {1, 17, 1, 1, 64, 0}, {2, 77, 2, 1, 64, 1, 2}, {1, 40, 2, 2, 128, 0, 6}, {1, 736, 2, 1, 128, 0}};
-    for (auto& c : cs) fails += run(c, 42);
+    Case cs[] = {{2, 150, 4, 2, 64, 0}, {2, 90, 2, 2, 128, 1}, {1, 70, 2, 1, 32, 0}, {1, 70, 2, 1, 80, 0}, {2, 130, 8, 2, 128, 0}, {2, 130, 3, 3, 64, 1}, {1, 17, 1, 1, 64, 0}, {2, 77, 2, 1, 64, 1, 2}, {1, 40, 2, 2, 128, 0, 6}, {1, 100, 2, 1, 96, 1}, {1, 736, 2, 1, 128, 0}};
+    // both fragment loaders: scalar shared-memory loads and ldmatrix
+    for (bool ldsm : {false, true})
+        for (auto& c : cs) fails += run(c, 42, ldsm);
     printf("%s\n", fails ? "FAILED" : "all ok");
     return fails;
 }

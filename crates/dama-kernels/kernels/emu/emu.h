@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <atomic>
 #include <functional>
 #undef __global__
@@ -94,6 +96,25 @@ inline void emu_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t
         for (int k = 0; k < 16; ++k) s += A[rows[e]][k] * B[k][cols[e]];
         c[e] = s;
     }
+}
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA, "Warp-level matrix load
+// instruction: ldmatrix"): lane l names row l % 8 of matrix l / 8; register i of lane l gets
+// matrix i's elements (row l / 4, columns 2·(l % 4), +1), of the transposed matrix with trans.
+inline const void* g_ldsm_rows[32][32];
+inline void emu_ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if ((reinterpret_cast<uintptr_t>(p) & 15) != 0) { fprintf(stderr, "ldmatrix: row address not 16-byte aligned\n"); abort(); }
+    g_ldsm_rows[w][lane] = p;
+    warp_bar();
+    const int g = lane / 4, c = lane % 4;
+    for (int i = 0; i < 4; ++i) {
+        auto at = [&](int row, int col) -> uint32_t {
+            const uint16_t* q = static_cast<const uint16_t*>(g_ldsm_rows[w][8 * i + row]);
+            return q[col];
+        };
+        r[i] = trans ? (at(2 * c, g) | (at(2 * c + 1, g) << 16)) : (at(g, 2 * c) | (at(g, 2 * c + 1) << 16));
+    }
+    warp_bar();
 }
 // Runs `f` on every block of `grid` with `threads` threads (blocks one after another).
 inline void launch(Dim3 grid, unsigned threads, const std::function<void()>& f) {

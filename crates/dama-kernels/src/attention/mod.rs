@@ -30,12 +30,17 @@ pub enum CudaAttention {
     /// accumulation) where they apply: bf16 with a head dimension in
     /// [`MMA_HEAD_DIMS`]; everything else still runs [`CudaAttention::Fma`].
     Mma,
+    /// The same tensor-core kernels with their mma fragments loaded from shared memory by
+    /// `ldmatrix` (one instruction per four 8×8 matrices, instead of four to eight scalar
+    /// loads each). Checked against a double-precision reference in the CPU emulation
+    /// (`kernels/emu`), not yet on a GPU: opt-in (`DAMA_CUDA_ATTN=ldmatrix`) until it is.
+    Ldmatrix,
 }
 
 /// Head dimensions the tensor-core attention kernels are compiled for.
 pub const MMA_HEAD_DIMS: [usize; 5] = [32, 64, 80, 96, 128];
 
-/// 0: not set (read `DAMA_CUDA_ATTN`), 1: Fma, 2: Mma.
+/// 0: not set (read `DAMA_CUDA_ATTN`), 1: Fma, 2: Mma, 3: Ldmatrix.
 static CUDA_ATTENTION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
 /// The default while `DAMA_CUDA_ATTN` is unset: the tensor-core kernels (where they apply),
@@ -44,25 +49,28 @@ static CUDA_ATTENTION: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8
 const DEFAULT_CUDA_ATTENTION: CudaAttention = CudaAttention::Mma;
 
 /// Selects the CUDA attention kernels for the whole process (`None`: back to the environment
-/// variable `DAMA_CUDA_ATTN=fma|mma`, else the default).
+/// variable `DAMA_CUDA_ATTN=fma|mma|ldmatrix`, else the default).
 pub fn set_cuda_attention(kind: Option<CudaAttention>) {
     let v = match kind {
         None => 0,
         Some(CudaAttention::Fma) => 1,
         Some(CudaAttention::Mma) => 2,
+        Some(CudaAttention::Ldmatrix) => 3,
     };
     CUDA_ATTENTION.store(v, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The CUDA attention kernels selected: [`set_cuda_attention`], else `DAMA_CUDA_ATTN`
-/// (`fma` or `mma`), else the default ([`CudaAttention::Mma`]; bf16 with a head dimension
+/// (`fma`, `mma` or `ldmatrix`), else the default ([`CudaAttention::Mma`]; bf16 with a head dimension
 /// outside [`MMA_HEAD_DIMS`], and f32, run the FMA kernels either way).
 pub fn cuda_attention() -> CudaAttention {
     match CUDA_ATTENTION.load(std::sync::atomic::Ordering::Relaxed) {
         1 => CudaAttention::Fma,
         2 => CudaAttention::Mma,
+        3 => CudaAttention::Ldmatrix,
         _ => match std::env::var("DAMA_CUDA_ATTN").as_deref() {
             Ok("mma") => CudaAttention::Mma,
+            Ok("ldmatrix") => CudaAttention::Ldmatrix,
             Ok("fma") => CudaAttention::Fma,
             _ => DEFAULT_CUDA_ATTENTION,
         },
@@ -70,15 +78,14 @@ pub fn cuda_attention() -> CudaAttention {
 }
 
 /// The CUDA kernels attention on `dtype` inputs with head dimension `d` runs under the
-/// current selection: `"mma"` or `"fma"`.
+/// current selection: `"mma"`, `"mma_ldsm"` (tensor cores, fragments by `ldmatrix`) or
+/// `"fma"`.
 pub fn cuda_attention_path(dtype: candle_core::DType, d: usize) -> &'static str {
-    if cuda_attention() == CudaAttention::Mma
-        && dtype == candle_core::DType::BF16
-        && MMA_HEAD_DIMS.contains(&d)
-    {
-        "mma"
-    } else {
-        "fma"
+    let tensor_cores = dtype == candle_core::DType::BF16 && MMA_HEAD_DIMS.contains(&d);
+    match cuda_attention() {
+        CudaAttention::Mma if tensor_cores => "mma",
+        CudaAttention::Ldmatrix if tensor_cores => "mma_ldsm",
+        _ => "fma",
     }
 }
 

@@ -20,10 +20,15 @@ const WARPS: usize = 16;
 const MMA_BQ: usize = 64;
 const MMA_BK: usize = 32;
 
-/// Whether the tensor-core kernels run (`DAMA_CUDA_ATTN` / `set_cuda_attention`, bf16, a
-/// head dimension they are compiled for).
-fn use_mma(dtype: candle_core::DType, d: usize) -> bool {
-    crate::attention::cuda_attention_path(dtype, d) == "mma"
+/// The name prefix of the tensor-core kernels that run (`attn_mma` or `attn_mma_ldsm`:
+/// `DAMA_CUDA_ATTN` / `set_cuda_attention`, bf16, a head dimension they are compiled for), or
+/// `None` for the FMA kernels.
+fn mma_kernels(dtype: candle_core::DType, d: usize) -> Option<&'static str> {
+    match crate::attention::cuda_attention_path(dtype, d) {
+        "mma" => Some("attn_mma"),
+        "mma_ldsm" => Some("attn_mma_ldsm"),
+        _ => None,
+    }
 }
 
 /// Head-dimension values per lane, the kernels' template parameter M.
@@ -82,8 +87,8 @@ pub(crate) fn forward(
         let out = unsafe { dev.alloc::<T>((b * t * hq * d).max(1))? };
         let lse = unsafe { dev.alloc::<f32>((b * t * hq).max(1))? };
         let ([q0, q1, q2], [k0, k1, k2], [v0, v1, v2]) = (strides(&qv), strides(&kv), strides(&vv));
-        if use_mma(qs.dtype(), d) {
-            let name = format!("attn_mma_fwd_d{d}");
+        if let Some(pre) = mma_kernels(qs.dtype(), d) {
+            let name = format!("{pre}_fwd_d{d}");
             let cfg = grid((t.div_ceil(MMA_BQ) as u32, hq as u32, b as u32), 128);
             launch!(
                 dev,
@@ -230,8 +235,8 @@ pub(crate) fn backward(
         let dq = unsafe { dev.alloc::<T>(b * t * hq * d)? };
         let dk = unsafe { dev.alloc::<T>(b * t * hkv * d)? };
         let dv = unsafe { dev.alloc::<T>(b * t * hkv * d)? };
-        if use_mma(dtype, d) {
-            let name = format!("attn_mma_bwd_dq_d{d}");
+        if let Some(pre) = mma_kernels(dtype, d) {
+            let name = format!("{pre}_bwd_dq_d{d}");
             let cfg = grid((t.div_ceil(MMA_BQ) as u32, hq as u32, b as u32), 128);
             launch!(
                 dev,
@@ -243,7 +248,7 @@ pub(crate) fn backward(
                     ti, hqi, hkvi, q0, q1, q2, k0, k1, k2, v0, v1, v2, g0, g1, g2, sc
                 ]
             );
-            let name = format!("attn_mma_bwd_dkdv_d{d}");
+            let name = format!("{pre}_bwd_dkdv_d{d}");
             let cfg = grid((t.div_ceil(MMA_BK) as u32, hkv as u32, b as u32), 64);
             launch!(
                 dev,
