@@ -52,6 +52,9 @@
 #           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
 #           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
 #           out of memory on the H200)
+#   step7b8  step7b at 8 pairs, vs torch_dpo_step.py 7b:8 (not in the default list)
+#   step7b16_ckpt  the llava-7b step at 16 pairs with activation checkpointing (every decoder
+#           layer recomputed in the backward; not in the default list; no PyTorch anchor)
 #   step1b_autograd, step7b_autograd  step1b / step7b with the decoder layers' gradients from
 #           candle's autograd instead of their hand-written backward (dama_llava::decoder), for
 #           the before/after (not in the default list)
@@ -218,6 +221,11 @@ for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block op
             stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr
             [ "$torch" = 1 ] && stage step7b_torch 200 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:4
             ;;
+        step7b8)
+            stage step7b8_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 8 --steps 3 --optim fused-sr
+            [ "$torch" = 1 ] && stage step7b8_torch 240 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:8
+            ;;
+        step7b16_ckpt) stage step7b16_ckpt 240 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 16 --steps 2 --optim fused-sr --activation-checkpointing ;;
         step1b_autograd) stage step1b_autograd 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --layer-backward autograd ;;
         step7b_autograd) stage step7b_autograd 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr --layer-backward autograd ;;
         step1b_candle_optim) stage step1b_candle_optim 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --optim candle ;;
@@ -303,17 +311,19 @@ for r in by("ops"):
         print(f"op {r['op']:<24} fused {r['fused_ms']:8.2f} ms (fwd {r.get('fused_fwd_ms', float('nan')):6.2f})"
               f"  composed {r['composed_ms']:8.2f} ms  {r['speedup']:.2f}x")
 for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b_candle_optim"),
-              ("7b", "step7b_candle"), ("7b", "step7b_autograd"), ("7b", "step7b_candle_optim")):
+              ("7b", "step7b_candle"), ("7b", "step7b_autograd"), ("7b", "step7b_candle_optim"),
+              ("7b8", "step7b8_candle"), ("7b16", "step7b16_ckpt")):
     c = next((r for r in by(st) if "pairs_per_s" in r), None)
     t, t_src = anchor(f"step{m}_torch")
     t = t if t and "pairs_per_s" in t else None
     if c:
-        line = (f"llava-{m} step [{st}, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}, AdamW {c.get('optim', 'candle')}"
+        ckpt = ", activation checkpointing" if c.get("activation_checkpointing") else ""
+        line = (f"llava-{m[:2]} step [{st}, {c.get('pairs_per_step')} pairs, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}{ckpt}, AdamW {c.get('optim', 'candle')}"
                 f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")
         if t:
             line += (f"; torch {t['pairs_per_s']} pairs/s (MFU {t['mfu_vs_989']}, {t['peak_mem_gib']} GiB);"
-                     f" ratio {c['pairs_per_s'] / t['pairs_per_s']:.2f}x" + (" (goal >= 2)" if m == "7b" else "") + t_src)
+                     f" ratio {c['pairs_per_s'] / t['pairs_per_s']:.2f}x" + (" (goal >= 2)" if m.startswith("7b") else "") + t_src)
         print(line)
         ph = c.get("phases_ms")
         if ph:

@@ -325,6 +325,7 @@ pub fn run(
     steps: usize,
     optim: &str,
     layer_backward: LayerBackward,
+    activation_checkpointing: bool,
 ) -> Result<()> {
     let text_len = 160;
     let cfg = config(lm)?;
@@ -342,6 +343,7 @@ pub fn run(
     )
     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     model.set_layer_backward(layer_backward);
+    model.set_activation_checkpointing(activation_checkpointing);
     dev.synchronize()?;
     eprintln!(
         "llava-{lm}: random weights on the GPU in {:.1} s",
@@ -420,6 +422,7 @@ pub fn run(
         "{}",
         json!({"config": format!("llava-{lm}"), "optim": optim,
                "layer_backward": format!("{layer_backward:?}").to_lowercase(),
+               "activation_checkpointing": activation_checkpointing,
                "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
                "pairs_per_step": pairs, "seq_len": seq,
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
