@@ -33,26 +33,58 @@ __device__ __forceinline__ void adamw_store<__nv_bfloat16>(__nv_bfloat16* p, flo
     *p = sr ? adamw_sr_bf16(w, key, i) : from_f<__nv_bfloat16>(w);
 }
 
+// Elements per thread and pass: each thread loads the inputs of ADAMW_U elements (ADAMW_U
+// grid-strides apart, so every load stays coalesced) before it computes any, keeping more
+// bytes in flight than one element per thread does. The grid covers n / ADAMW_U threads.
+#define ADAMW_U 4
+
+// One element's update: the f32 state values in, the new ones out (same operations, same
+// order, as the CPU's AdamWStep::apply in src/adamw.rs).
+__device__ __forceinline__ void adamw_math(float gi, float& w, float& mi, float& vi, int wd,
+                                           float decay, float b1, float omb1, float b2,
+                                           float omb2, float inv_bc2, float eps,
+                                           float step_size) {
+    if (wd) w = __fmul_rn(w, decay);
+    mi = __fadd_rn(__fmul_rn(mi, b1), __fmul_rn(gi, omb1));
+    vi = __fadd_rn(__fmul_rn(vi, b2), __fmul_rn(__fmul_rn(gi, gi), omb2));
+    const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_bc2), eps);
+    w = __fsub_rn(w, __fmul_rn(__fdiv_rn(mi, denom), step_size));
+}
+
 template <typename P, typename G>
-__device__ void adamw(float* state, P* p, const G* g, long long n, int has_master, int wd,
-                      float decay, float b1, float omb1, float b2, float omb2, float inv_bc2,
-                      float eps, float step_size, int sr, unsigned long long key) {
+__device__ void adamw(float* __restrict__ state, P* __restrict__ p, const G* __restrict__ g,
+                      long long n, int has_master, int wd, float decay, float b1, float omb1,
+                      float b2, float omb2, float inv_bc2, float eps, float step_size, int sr,
+                      unsigned long long key) {
     float* master = state;
     float* m = state + (has_master ? n : 0);
     float* v = m + n;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (long long)gridDim.x * blockDim.x) {
-        const float gi = to_f(g[i]);
-        float w = has_master ? master[i] : to_f(p[i]);
-        if (wd) w = __fmul_rn(w, decay);
-        const float mi = __fadd_rn(__fmul_rn(m[i], b1), __fmul_rn(gi, omb1));
-        const float vi = __fadd_rn(__fmul_rn(v[i], b2), __fmul_rn(__fmul_rn(gi, gi), omb2));
-        const float denom = __fadd_rn(__fmul_rn(__fsqrt_rn(vi), inv_bc2), eps);
-        w = __fsub_rn(w, __fmul_rn(__fdiv_rn(mi, denom), step_size));
-        m[i] = mi;
-        v[i] = vi;
-        if (has_master) master[i] = w;
-        adamw_store<P>(p + i, w, sr, key, i);
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i0 = (long long)blockIdx.x * blockDim.x + threadIdx.x; i0 < n;
+         i0 += ADAMW_U * stride) {
+        float gi[ADAMW_U], w[ADAMW_U], mi[ADAMW_U], vi[ADAMW_U];
+#pragma unroll
+        for (int u = 0; u < ADAMW_U; ++u) {
+            const long long i = i0 + u * stride;
+            gi[u] = w[u] = mi[u] = vi[u] = 0.0f;
+            if (i < n) {
+                gi[u] = to_f(g[i]);
+                w[u] = has_master ? master[i] : to_f(p[i]);
+                mi[u] = m[i];
+                vi[u] = v[i];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < ADAMW_U; ++u) {
+            const long long i = i0 + u * stride;
+            if (i >= n) continue;
+            adamw_math(gi[u], w[u], mi[u], vi[u], wd, decay, b1, omb1, b2, omb2, inv_bc2, eps,
+                       step_size);
+            m[i] = mi[u];
+            v[i] = vi[u];
+            if (has_master) master[i] = w[u];
+            adamw_store<P>(p + i, w[u], sr, key, i);
+        }
     }
 }
 

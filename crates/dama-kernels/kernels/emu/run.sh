@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds and runs the CPU emulation test of the tensor-core attention kernels (see
-# attention_mma.cpp). CUDA headers from $CUDA_PATH (source ../shared/cuda/setup-cuda13.sh).
+# Builds and runs the CPU emulation tests of the tensor-core attention kernels (see
+# attention_mma.cpp) and of the fused AdamW kernel (adamw.cpp). CUDA headers from $CUDA_PATH (source ../shared/cuda/setup-cuda13.sh).
 # ASAN=1 adds AddressSanitizer + UBSan (catches out-of-bounds reads a GPU would fault on).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,7 +9,9 @@ out=$(mktemp -d)
 flags="-std=c++20 -O1 -pthread"
 [ "${ASAN:-0}" = 1 ] && flags="$flags -g -fsanitize=address,undefined"
 g++ $flags -I"$inc" -o "$out/attention_mma_emu" "$here/attention_mma.cpp"
-"$out/attention_mma_emu"
-rc=$?
+g++ $flags -ffp-contract=off -I"$inc" -o "$out/adamw_emu" "$here/adamw.cpp"
+rc=0
+"$out/adamw_emu" || rc=1
+"$out/attention_mma_emu" || rc=1
 rm -rf "$out"
 exit $rc

@@ -58,7 +58,8 @@ pub(crate) fn update(
         };
         let mut sv = state.as_cuda_slice_mut::<f32>()?.slice_mut(a..b);
         let mut pv = p.as_cuda_slice_mut::<P>()?.slice_mut(pa..pb);
-        let cfg = grid((blocks_for(n, THREADS), 1, 1), THREADS as u32);
+        // ADAMW_U (4) elements per thread (kernels/adamw.cu)
+        let cfg = grid((blocks_for(n.div_ceil(4), THREADS), 1, 1), THREADS as u32);
         let scalars = (
             n as i64,
             has_master as i32,
