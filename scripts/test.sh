@@ -31,6 +31,8 @@ cargo build -p dama-clip --target wasm32-unknown-unknown
 if command -v nvcc >/dev/null 2>&1; then
   step "the CUDA feature builds (nvcc found)"
   cargo check -p dama-native --features cuda
+  step "the CUDA kernels in CPU emulation: tensor-core attention and AdamW (kernels/emu)"
+  CUDA_PATH="${CUDA_PATH:-$(dirname "$(dirname "$(command -v nvcc)")")}" crates/dama-kernels/kernels/emu/run.sh
 else
   step "nvcc not found: skipping the CUDA build check"
 fi
