@@ -2,7 +2,7 @@
 //! tiny fixture model and on a ~100M-parameter LLaMA-shaped random model (generated in memory).
 //!
 //! ```text
-//! cargo run -p dama-llava --release --example bench_pair -- [--model tiny|100m|all] [--iters N] [--pairs B]
+//! cargo run -p dama-llava --release --example bench_pair -- [--model tiny|100m|all] [--iters N] [--pairs B] [--lora]
 //! ```
 //!
 //! The 100M model sees LLaVA-1.5's real sequence shape: 576 image tokens, the vicuna_v1 prompt,
@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use dama_llava::{
-    Images, LayerBackward, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, PairBatch,
-    PairEncoder, PairExample, Trainable, random::random_checkpoint,
+    Images, LayerBackward, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, LoraConfig,
+    LoraTarget, PairBatch, PairEncoder, PairExample, Trainable, random::random_checkpoint,
 };
 
 const ANSWER_WORDS: &str = "The image shows a small kitchen with a white table near the window . \
@@ -32,6 +32,8 @@ struct Args {
     model: String,
     iters: usize,
     pairs: usize,
+    /// LoRA (rank 64 on every projection) instead of full fine-tuning.
+    lora: bool,
 }
 
 fn args() -> Args {
@@ -39,6 +41,7 @@ fn args() -> Args {
         model: "all".into(),
         iters: 3,
         pairs: 1,
+        lora: false,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -48,6 +51,11 @@ fn args() -> Args {
             "--model" => a.model = val,
             "--iters" => a.iters = val.parse().expect("--iters N"),
             "--pairs" => a.pairs = val.parse().expect("--pairs B"),
+            "--lora" => {
+                a.lora = true;
+                i += 1;
+                continue;
+            }
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -167,10 +175,30 @@ fn report(name: &str, model: &mut LlavaModel, batch: &PairBatch, iters: usize) {
     );
 }
 
+/// Full fine-tuning, or LoRA rank 64 (α 16) on every projection of the language model.
+fn trainable(a: &Args) -> Trainable {
+    if !a.lora {
+        return Trainable::Full;
+    }
+    let targets = [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    .iter()
+    .map(|t| LoraTarget::parse(t).unwrap())
+    .collect();
+    Trainable::Lora(LoraConfig::new(64, 16.0, targets))
+}
+
 fn tiny(a: &Args) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llava-tiny");
     let opts = LoadOptions {
-        trainable: Trainable::Full,
+        trainable: trainable(a),
         ..LoadOptions::default()
     };
     let mut model = LlavaModel::load(&dir, &opts).unwrap();
@@ -216,7 +244,7 @@ fn hundred_m(a: &Args) {
     let t0 = Instant::now();
     let ckpt = random_checkpoint(&cfg, 7).unwrap();
     let opts = LoadOptions {
-        trainable: Trainable::Full,
+        trainable: trainable(a),
         ..LoadOptions::default()
     };
     let mut model = LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap();
