@@ -24,7 +24,6 @@
 
 pub mod adamw;
 mod attention;
-mod checkpoint;
 mod clip_ops;
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -32,6 +31,7 @@ mod elem;
 mod embedding;
 mod head;
 mod io;
+mod layer;
 mod mask;
 pub mod profile;
 pub mod reference;
@@ -45,11 +45,11 @@ pub use attention::{
     CudaAttention, MMA_HEAD_DIMS, attention, attention_backward, attention_forward, cuda_attention,
     cuda_attention_path, set_cuda_attention,
 };
-pub use checkpoint::{Backward, LayerGrads, Recompute, checkpoint, with_backward};
 pub use clip_ops::{layer_norm, quick_gelu};
 pub use elem::acc_dtype;
 pub use embedding::embedding;
 pub use head::{DEFAULT_VOCAB_CHUNK, token_logprobs};
+pub use layer::{Backward, LayerGrads, Recompute, checkpoint, with_backward};
 pub use mask::AttnMask;
 pub use rms_norm::{rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward};
