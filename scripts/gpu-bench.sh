@@ -52,6 +52,10 @@
 #           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
 #           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
 #           out of memory on the H200)
+#   step1b_defaults, step7b_defaults  step1b / step7b on CUDA's and cudarc's defaults
+#           (DAMA_CUDA_DEFAULTS=1: the memory pool hands freed memory back at every
+#           synchronisation, every allocation creates two events) instead of
+#           dama_kernels::cuda_device's settings (not in the default list)
 #   step7b8  step7b at 8 pairs, vs torch_dpo_step.py 7b:8 (not in the default list)
 #   step7b16_ckpt  the llava-7b step at 16 pairs with activation checkpointing (every decoder
 #           layer recomputed in the backward; not in the default list; no PyTorch anchor)
@@ -226,6 +230,8 @@ for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block op
             [ "$torch" = 1 ] && stage step7b8_torch 240 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:8
             ;;
         step7b16_ckpt) stage step7b16_ckpt 240 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 16 --steps 2 --optim fused-sr --activation-checkpointing ;;
+        step7b_defaults) stage step7b_defaults 200 env -u DAMA_CUDA_ATTN "$(attn_env)" DAMA_CUDA_DEFAULTS=1 "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr ;;
+        step1b_defaults) stage step1b_defaults 120 env -u DAMA_CUDA_ATTN "$(attn_env)" DAMA_CUDA_DEFAULTS=1 "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 ;;
         step1b_autograd) stage step1b_autograd 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --layer-backward autograd ;;
         step7b_autograd) stage step7b_autograd 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr --layer-backward autograd ;;
         step1b_candle_optim) stage step1b_candle_optim 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --optim candle ;;
@@ -312,12 +318,14 @@ for r in by("ops"):
               f"  composed {r['composed_ms']:8.2f} ms  {r['speedup']:.2f}x")
 for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b_candle_optim"),
               ("7b", "step7b_candle"), ("7b", "step7b_autograd"), ("7b", "step7b_candle_optim"),
-              ("7b8", "step7b8_candle"), ("7b16", "step7b16_ckpt")):
+              ("7b8", "step7b8_candle"), ("7b16", "step7b16_ckpt"),
+              ("1b", "step1b_defaults"), ("7b", "step7b_defaults")):
     c = next((r for r in by(st) if "pairs_per_s" in r), None)
     t, t_src = anchor(f"step{m}_torch")
     t = t if t and "pairs_per_s" in t else None
     if c:
         ckpt = ", activation checkpointing" if c.get("activation_checkpointing") else ""
+        ckpt += ", CUDA pool/event defaults" if c.get("cuda_defaults") else ""
         line = (f"llava-{m[:2]} step [{st}, {c.get('pairs_per_step')} pairs, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}{ckpt}, AdamW {c.get('optim', 'candle')}"
                 f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")

@@ -50,11 +50,12 @@ impl DeviceArgs {
                         "this dama-native was built without CUDA: rebuild with `--features cuda`, or use --device cpu"
                     );
                 }
-                Ok(Device::new_cuda(self.gpu)?)
+                Ok(dama_kernels::cuda_device(self.gpu)?)
             }
             // candle's `cuda_if_available` answers CUDA whenever the binary was built with it,
             // GPU or not; asking the driver is what tells whether one is there.
-            DeviceKind::Auto if cfg!(feature = "cuda") => match Device::new_cuda(self.gpu) {
+            DeviceKind::Auto if cfg!(feature = "cuda") => match dama_kernels::cuda_device(self.gpu)
+            {
                 Ok(device) => Ok(device),
                 Err(e) => {
                     eprintln!("no usable GPU {} ({e}); running on the CPU", self.gpu);

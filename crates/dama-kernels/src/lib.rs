@@ -27,6 +27,7 @@ mod attention;
 mod clip_ops;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod device;
 mod elem;
 mod embedding;
 mod head;
@@ -46,6 +47,7 @@ pub use attention::{
     cuda_attention_path, set_cuda_attention,
 };
 pub use clip_ops::{layer_norm, quick_gelu};
+pub use device::cuda_device;
 pub use elem::acc_dtype;
 pub use embedding::embedding;
 pub use head::{DEFAULT_VOCAB_CHUNK, token_logprobs};

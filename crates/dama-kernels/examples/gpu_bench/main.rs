@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let dev = if args.iter().any(|a| a == "--cpu") {
         Device::Cpu
     } else {
-        Device::new_cuda(0)?
+        dama_kernels::cuda_device(0)?
     };
     if dev.is_cuda() {
         // which attention kernels this run uses at the probes' shapes (bf16, d = 128)

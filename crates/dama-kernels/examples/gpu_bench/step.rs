@@ -423,6 +423,8 @@ pub fn run(
         json!({"config": format!("llava-{lm}"), "optim": optim,
                "layer_backward": format!("{layer_backward:?}").to_lowercase(),
                "activation_checkpointing": activation_checkpointing,
+               // dama_kernels::cuda_device's pool threshold and event tracking (or CUDA's defaults)
+               "cuda_defaults": std::env::var("DAMA_CUDA_DEFAULTS").as_deref() == Ok("1"),
                "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
                "pairs_per_step": pairs, "seq_len": seq,
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
