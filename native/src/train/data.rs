@@ -9,10 +9,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use dama_data::{Header, ImageCheck, ReadMode, ReadOptions, ReadSummary, open_dataset};
 use dama_llava::{EncodedPair, Images, LlavaProcessor, PairBatch};
 use image::DynamicImage;
+use rayon::prelude::*;
 
 use crate::ref_cache::content_hash;
 
@@ -145,22 +146,25 @@ impl TrainData {
     }
 
     /// The batch of pairs `indices`: images decoded and preprocessed, tokens as encoded.
+    /// Each image is decoded, padded and resized on a core of its own (on the host, then one
+    /// copy to `device`): with a GPU step these would otherwise run one after another on one
+    /// core while the GPU waits.
     pub fn batch(
         &self,
         indices: &[usize],
         processor: &LlavaProcessor,
         device: &Device,
     ) -> Result<PairBatch> {
-        let images: Vec<DynamicImage> = indices
-            .iter()
+        let pixels: Vec<Tensor> = indices
+            .par_iter()
             .map(|&i| {
                 let p = &self.pairs[i];
-                dama_data::decode_rgb(&p.image)
-                    .with_context(|| format!("decoding the image of pair `{}`", p.id))
+                let image: DynamicImage = dama_data::decode_rgb(&p.image)
+                    .with_context(|| format!("decoding the image of pair `{}`", p.id))?;
+                Ok(processor.pixel_values(&[&image], &Device::Cpu)?)
             })
             .collect::<Result<_>>()?;
-        let refs: Vec<&DynamicImage> = images.iter().collect();
-        let pixels = processor.pixel_values(&refs, device)?;
+        let pixels = Tensor::cat(&pixels, 0)?.to_device(device)?;
         Ok(PairBatch {
             images: Images::Pixels(pixels),
             pairs: indices
