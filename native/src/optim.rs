@@ -105,9 +105,21 @@ impl AdamW {
         self.steps
     }
 
-    /// One update with fp32 gradients aligned with [`AdamW::params`] (see [`GradAccumulator`]).
+    /// One update with gradients aligned with [`AdamW::params`] (see [`GradAccumulator`]).
     /// A variable without a gradient is left alone, its moments too, as torch does.
     pub fn step(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        self.step_clipped(grads, lr, None)
+    }
+
+    /// [`AdamW::step`] with every gradient multiplied by `clip` first (the coefficient of
+    /// [`clip_grad_norm`]), inside the update: bit for bit the update of the f32 gradients
+    /// scaled beforehand, without a pass over them of its own.
+    pub fn step_clipped(
+        &mut self,
+        grads: &[Option<Tensor>],
+        lr: f64,
+        clip: Option<f64>,
+    ) -> Result<()> {
         assert_eq!(
             grads.len(),
             self.params.len(),
@@ -121,7 +133,10 @@ impl AdamW {
             weight_decay,
             ..
         } = self.cfg;
-        let step = AdamWStep::new(lr, beta1, beta2, eps, weight_decay, self.steps);
+        let mut step = AdamWStep::new(lr, beta1, beta2, eps, weight_decay, self.steps);
+        if let Some(c) = clip {
+            step = step.with_grad_scale(c);
+        }
         for ((param, state), grad) in self.params.iter().zip(&self.moments).zip(grads) {
             let Some(grad) = grad else { continue };
             state.update(&param.var, grad, &step)?;
@@ -193,14 +208,15 @@ impl GradAccumulator {
         }
     }
 
-    /// Adds this backward pass's gradients of `params`.
+    /// Adds this backward pass's gradients of `params`. The first pass's are kept as they
+    /// are (in the model's dtype: the update reads them exactly, and a bf16 7B model's
+    /// gradients take 13 GB, not 27); sums of several passes are taken in f32.
     pub fn add(&mut self, params: &[Param], grads: &GradStore) -> Result<()> {
         for (sum, p) in self.sums.iter_mut().zip(params) {
             if let Some(g) = grads.get(p.var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
                 *sum = Some(match sum.take() {
-                    Some(s) => (s + g)?,
-                    None => g,
+                    Some(s) => (s.to_dtype(DType::F32)? + g.to_dtype(DType::F32)?)?,
+                    None => g.clone(),
                 });
             }
         }
@@ -214,29 +230,12 @@ impl GradAccumulator {
     }
 }
 
-/// Scales the gradients so that their global L2 norm is at most `max_norm`, exactly as
-/// `torch.nn.utils.clip_grad_norm_` (coefficient max_norm / (norm + 1e-6), capped at 1).
-/// Returns the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
-    // Summed on the device and read back once: one host sync per step, not one per tensor.
-    let squares = grads
-        .iter()
-        .flatten()
-        .map(|g| g.sqr()?.sum_all()?.to_dtype(DType::F64))
-        .collect::<Result<Vec<_>>>()?;
-    let sum_sq = if squares.is_empty() {
-        0.0
-    } else {
-        Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?
-    };
-    let norm = sum_sq.sqrt();
-    let coef = (max_norm / (norm + 1e-6)).min(1.0);
-    if coef < 1.0 {
-        for g in grads.iter_mut().flatten() {
-            *g = (&*g * coef)?;
-        }
-    }
-    Ok(norm)
+/// The global L2 norm of `grads` and, when it exceeds `max_norm`, the coefficient
+/// `torch.nn.utils.clip_grad_norm_` scales them by, which [`AdamW::step_clipped`] applies
+/// inside the update (see [`dama_kernels::adamw::clip_grad_norm`]).
+pub fn clip_grad_norm(grads: &[Option<Tensor>], max_norm: f64) -> Result<(f64, Option<f64>)> {
+    let present: Vec<&Tensor> = grads.iter().flatten().collect();
+    dama_kernels::adamw::clip_grad_norm(&present, max_norm)
 }
 
 #[cfg(test)]
@@ -295,7 +294,7 @@ mod tests {
         let mut opt = AdamW::new(params, cfg).unwrap();
         let mut history = Vec::new();
         for step in 0..6 {
-            let mut grads: Vec<Option<Tensor>> = opt
+            let grads: Vec<Option<Tensor>> = opt
                 .params()
                 .iter()
                 .map(|p| {
@@ -303,14 +302,15 @@ mod tests {
                     Some(Tensor::from_vec(gv, p.var.shape(), &Device::Cpu).unwrap())
                 })
                 .collect();
-            let norm = clip_grad_norm(&mut grads, c["max_grad_norm"].as_f64().unwrap()).unwrap();
+            let (norm, clip) =
+                clip_grad_norm(&grads, c["max_grad_norm"].as_f64().unwrap()).unwrap();
             assert!(
                 (norm - g["grad_norm"][step].as_f64().unwrap()).abs() < 1e-5,
                 "step {step} norm {norm}"
             );
             let lr = schedule.lr(step as u64);
             assert!((lr - g["lr"][step].as_f64().unwrap()).abs() < 1e-12);
-            opt.step(&grads, lr).unwrap();
+            opt.step_clipped(&grads, lr, clip).unwrap();
             let state = opt.state_tensors();
             history.push(
                 opt.params()

@@ -1,6 +1,7 @@
 // The fused AdamW update (src/adamw.rs): one grid-stride pass per variable over its packed f32
 // state [master | exp_avg | exp_avg_sq] (no master for an f32 variable, which is its own),
-// the gradient (f32 or bf16) and the variable (f32 or bf16), everything in place. f32 with
+// the gradient (f32 or bf16, multiplied by `gscale` first when `scaled`: gradient clipping)
+// and the variable (f32 or bf16), everything in place. f32 with
 // explicitly rounded operations (no FMA contraction), in the order of the composed candle ops,
 // so that the result equals the CPU's bit for bit.
 // With `sr` (a bf16 variable that is its own master, no master in the state) the result is
@@ -55,7 +56,7 @@ template <typename P, typename G>
 __device__ void adamw(float* __restrict__ state, P* __restrict__ p, const G* __restrict__ g,
                       long long n, int has_master, int wd, float decay, float b1, float omb1,
                       float b2, float omb2, float inv_bc2, float eps, float step_size, int sr,
-                      unsigned long long key) {
+                      unsigned long long key, int scaled, float gscale) {
     float* master = state;
     float* m = state + (has_master ? n : 0);
     float* v = m + n;
@@ -68,7 +69,7 @@ __device__ void adamw(float* __restrict__ state, P* __restrict__ p, const G* __r
             const long long i = i0 + u * stride;
             gi[u] = w[u] = mi[u] = vi[u] = 0.0f;
             if (i < n) {
-                gi[u] = to_f(g[i]);
+                gi[u] = scaled ? __fmul_rn(to_f(g[i]), gscale) : to_f(g[i]);
                 w[u] = has_master ? master[i] : to_f(p[i]);
                 mi[u] = m[i];
                 vi[u] = v[i];
@@ -92,9 +93,10 @@ __device__ void adamw(float* __restrict__ state, P* __restrict__ p, const G* __r
     extern "C" __global__ void NAME(float* state, P* p, const G* g, long long n,                \
                                     int has_master, int wd, float decay, float b1, float omb1,  \
                                     float b2, float omb2, float inv_bc2, float eps,             \
-                                    float step_size, int sr, unsigned long long key) {          \
+                                    float step_size, int sr, unsigned long long key,            \
+                                    int scaled, float gscale) {                                 \
         adamw<P, G>(state, p, g, n, has_master, wd, decay, b1, omb1, b2, omb2, inv_bc2, eps,   \
-                    step_size, sr, key);                                                        \
+                    step_size, sr, key, scaled, gscale);                                        \
     }
 
 ADAMW(adamw_f32_f32, float, float)

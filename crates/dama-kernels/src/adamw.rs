@@ -99,6 +99,10 @@ pub struct AdamWStep {
     pub step_size: f32,
     /// The step number `t` (1-based), for stochastic rounding's random bits.
     pub t: u64,
+    /// Multiplies every gradient element (in f32) before the update: gradient clipping's
+    /// coefficient, applied in the update's pass instead of a pass of its own. `None` (no
+    /// multiplication) by default.
+    pub grad_scale: Option<f32>,
 }
 
 impl AdamWStep {
@@ -119,12 +123,26 @@ impl AdamWStep {
             eps: eps as f32,
             step_size: step_size as f32,
             t,
+            grad_scale: None,
+        }
+    }
+
+    /// The same step with every gradient multiplied by `scale` (rounded to f32) first: equal,
+    /// bit for bit, to updating with the f32 gradient `g * scale` (candle's `affine`).
+    pub fn with_grad_scale(self, scale: f64) -> Self {
+        Self {
+            grad_scale: Some(scale as f32),
+            ..self
         }
     }
 
     /// One element: returns the new weight, updates the moments.
     #[inline(always)]
     fn apply(&self, p: f32, m: &mut f32, v: &mut f32, g: f32) -> f32 {
+        let g = match self.grad_scale {
+            Some(s) => g * s,
+            None => g,
+        };
         let p = if self.weight_decay { p * self.decay } else { p };
         *m = *m * self.beta1 + g * self.one_minus_beta1;
         *v = *v * self.beta2 + (g * g) * self.one_minus_beta2;
@@ -646,6 +664,36 @@ pub fn reference_update(
     Ok((master, exp_avg, exp_avg_sq))
 }
 
+/// The global L2 norm of `grads` and, when it exceeds `max_norm`, the coefficient
+/// `torch.nn.utils.clip_grad_norm_` scales them by (`max_norm / (norm + 1e-6)`), for
+/// [`AdamWStep::with_grad_scale`]: the update applies it, bit for bit what scaling the f32
+/// gradients first does, without a pass of its own. Squares are taken in f32 and summed along
+/// each tensor's last dimension first (on CUDA one block per row: candle's whole-tensor sum
+/// runs on a single block), then per tensor and over the tensors in f64, on the device, with
+/// one read-back.
+pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<(f64, Option<f64>)> {
+    let squares = grads
+        .iter()
+        .map(|g| {
+            let sq = g.to_dtype(DType::F32)?.sqr()?;
+            let rows = if sq.rank() >= 2 {
+                sq.sum(candle_core::D::Minus1)?
+            } else {
+                sq
+            };
+            rows.sum_all()?.to_dtype(DType::F64)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let sum_sq = if squares.is_empty() {
+        0.0
+    } else {
+        Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?
+    };
+    let norm = sum_sq.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    Ok((norm, (coef < 1.0).then_some(coef)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,8 +712,19 @@ mod tests {
             .unwrap()
     }
 
-    /// Several steps of the fused update against the composed candle ops, bit for bit.
+    /// Several steps of the fused update against the composed candle ops, bit for bit; with
+    /// `clip`, the fused update scales the gradient itself and the composition is fed the
+    /// f32 gradient times `clip` (what clipping did before it moved into the update).
     fn fused_equals_composed(var_dtype: DType, grad_dtype: DType, wd: f64) {
+        fused_equals_composed_clipped(var_dtype, grad_dtype, wd, None)
+    }
+
+    fn fused_equals_composed_clipped(
+        var_dtype: DType,
+        grad_dtype: DType,
+        wd: f64,
+        clip: Option<f64>,
+    ) {
         let dev = Device::Cpu;
         // more than one rayon chunk, not a multiple of it
         let shape = (3, CHUNK / 2 + 17);
@@ -689,11 +748,15 @@ mod tests {
                 .unwrap()
                 .to_dtype(grad_dtype)
                 .unwrap();
-            let step = AdamWStep::new(lr, hp.0, hp.1, hp.2, hp.3, t);
+            let mut step = AdamWStep::new(lr, hp.0, hp.1, hp.2, hp.3, t);
+            let mut g32 = g.to_dtype(DType::F32).unwrap();
+            if let Some(c) = clip {
+                step = step.with_grad_scale(c);
+                g32 = (g32 * c).unwrap();
+            }
             state.update(&var, &g, &step).unwrap();
-            let g32 = g.to_dtype(DType::F32).unwrap();
             (master, m, v) = reference_update(&master, &m, &v, &g32, lr, hp, t).unwrap();
-            let what = format!("{var_dtype:?}/{grad_dtype:?} wd {wd} step {t}");
+            let what = format!("{var_dtype:?}/{grad_dtype:?} wd {wd} clip {clip:?} step {t}");
             assert_eq!(max_diff(&state.exp_avg().unwrap(), &m), 0.0, "m {what}");
             assert_eq!(max_diff(&state.exp_avg_sq().unwrap(), &v), 0.0, "v {what}");
             let got = state
@@ -718,6 +781,13 @@ mod tests {
         fused_equals_composed(DType::BF16, DType::F32, 0.0);
         fused_equals_composed(DType::BF16, DType::F32, 0.1);
         fused_equals_composed(DType::BF16, DType::BF16, 0.0);
+    }
+
+    #[test]
+    fn a_gradient_scale_equals_scaling_the_f32_gradient_first() {
+        fused_equals_composed_clipped(DType::F32, DType::F32, 0.0, Some(0.37));
+        fused_equals_composed_clipped(DType::BF16, DType::BF16, 0.1, Some(0.0123));
+        fused_equals_composed_clipped(DType::BF16, DType::F32, 0.0, Some(1.0 / 3.0));
     }
 
     #[test]

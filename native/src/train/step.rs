@@ -90,13 +90,14 @@ pub fn train_step(
     lr: f64,
 ) -> Result<StepReport> {
     let g = gradients(model, opt.params(), batch, refs, dama, state, settings)?;
-    let mut grads = g.grads;
-    let grad_norm = clip_grad_norm(&mut grads, settings.max_grad_norm.unwrap_or(f64::INFINITY))?;
+    let grads = g.grads;
+    let (grad_norm, clip) =
+        clip_grad_norm(&grads, settings.max_grad_norm.unwrap_or(f64::INFINITY))?;
     ensure!(
         grad_norm.is_finite(),
         "the gradient norm is {grad_norm}: the step would corrupt the weights"
     );
-    opt.step(&grads, lr)?;
+    opt.step_clipped(&grads, lr, clip)?;
     Ok(StepReport {
         outcome: g.outcome,
         grad_norm,

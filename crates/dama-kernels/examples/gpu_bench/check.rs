@@ -290,7 +290,8 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
 }
 
 /// The fused AdamW update (`dama_kernels::adamw`), CUDA against CPU: four steps from the same
-/// variable and gradients, for f32 and bf16 variables and gradients, weight decay on and off;
+/// variable and gradients, for f32 and bf16 variables and gradients, weight decay on and off
+/// (and with it a clipping coefficient, `AdamWStep::with_grad_scale`);
 /// the variable, the master and both moments compared afterwards. Both devices round the same
 /// f32 operations in the same order, so the expected error is 0.
 fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
@@ -313,7 +314,12 @@ fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
                 } else {
                     " master bf16-sr"
                 };
-                let name = format!("adamw var {var_dtype:?}{sr} grad {grad_dtype:?} wd {wd}");
+                // the weight-decay cases also scale the gradient (clipping's coefficient)
+                let clip = (wd != 0.0).then_some(0.37);
+                let name = format!(
+                    "adamw var {var_dtype:?}{sr} grad {grad_dtype:?} wd {wd}{}",
+                    clip.map_or(String::new(), |c| format!(" clip {c}"))
+                );
                 if only.is_some_and(|p| !name.starts_with(p)) {
                     continue;
                 }
@@ -322,7 +328,10 @@ fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
                     let state = AdamWState::with_master(var.as_tensor(), master)?;
                     for t in 1..=4u64 {
                         let g = randn(10 + t, shape, 0.1 * t as f64, grad_dtype, dev)?;
-                        let step = AdamWStep::new(1e-3 * t as f64, 0.9, 0.999, 1e-8, wd, t);
+                        let mut step = AdamWStep::new(1e-3 * t as f64, 0.9, 0.999, 1e-8, wd, t);
+                        if let Some(c) = clip {
+                            step = step.with_grad_scale(c);
+                        }
                         state.update(&var, &g, &step)?;
                     }
                     let mut out = vec![

@@ -297,7 +297,16 @@ impl Optim {
         match self {
             Self::Fused { vars, steps } => {
                 *steps += 1;
-                let step = AdamWStep::new(LR, 0.9, 0.999, 1e-8, 0.0, *steps);
+                // the product's step: the global norm, clipping at 1.0 inside the update
+                let present: Vec<&Tensor> = vars
+                    .iter()
+                    .filter_map(|(v, _)| grads.get(v.as_tensor()))
+                    .collect();
+                let (_, clip) = dama_kernels::adamw::clip_grad_norm(&present, 1.0)?;
+                let mut step = AdamWStep::new(LR, 0.9, 0.999, 1e-8, 0.0, *steps);
+                if let Some(c) = clip {
+                    step = step.with_grad_scale(c);
+                }
                 for (var, state) in vars.iter() {
                     if let Some(g) = grads.get(var.as_tensor()) {
                         state.update(var, g, &step)?;

@@ -3,7 +3,7 @@
 // launches (ADAMW_U elements per thread) and checks every element against a plain loop over
 // the same arithmetic, bit for bit: sizes around the block and unroll boundaries, every
 // variable / gradient dtype pair, with and without a master copy, weight decay, and bf16
-// stochastic rounding. What it guards: the index coverage of the unrolled grid-stride loop.
+// stochastic rounding, a gradient scale (clipping). What it guards: the index coverage of the unrolled grid-stride loop.
 // Run: kernels/emu/run.sh.
 #include "emu.h"
 inline float __int_as_float(int i) { float f; memcpy(&f, &i, 4); return f; }
@@ -23,7 +23,7 @@ static uint32_t bits(float x) { return __float_as_uint(x); }
 static uint16_t bits(__nv_bfloat16 x) { uint16_t u; memcpy(&u, &x, 2); return u; }
 
 template <typename P, typename G>
-int run(long long n, bool master, bool wd, bool sr, uint64_t seed) {
+int run(long long n, bool master, bool wd, bool sr, uint64_t seed, bool scaled = false) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> nd(0.f, 1.f);
     const int k = master ? 3 : 2;
@@ -40,11 +40,13 @@ int run(long long n, bool master, bool wd, bool sr, uint64_t seed) {
     const float decay = 0.99f, b1 = 0.9f, omb1 = 0.1f, b2 = 0.999f, omb2 = 0.001f, ibc = 1.3f,
                 eps = 1e-8f, ss = 1e-3f;
     const unsigned long long key = 0x1234abcdull;
+    const float gscale = 0.37f;
     float* rm = rs.data() + (master ? n : 0);
     float* rv = rm + n;
     for (long long i = 0; i < n; ++i) {
         float w = master ? rs[i] : to_f(rp[i]), mi = rm[i], vi = rv[i];
-        adamw_math(to_f(g[i]), w, mi, vi, wd, decay, b1, omb1, b2, omb2, ibc, eps, ss);
+        const float gi = scaled ? to_f(g[i]) * gscale : to_f(g[i]);
+        adamw_math(gi, w, mi, vi, wd, decay, b1, omb1, b2, omb2, ibc, eps, ss);
         rm[i] = mi;
         rv[i] = vi;
         if (master) rs[i] = w;
@@ -54,12 +56,12 @@ int run(long long n, bool master, bool wd, bool sr, uint64_t seed) {
     const unsigned threads = 256;
     const unsigned blocks = (unsigned)std::max<long long>(1, ((n + ADAMW_U - 1) / ADAMW_U + threads - 1) / threads);
     launch(Dim3{blocks, 1, 1}, threads, [&] {
-        adamw<P, G>(state.data(), p.data(), g.data(), n, master, wd, decay, b1, omb1, b2, omb2, ibc, eps, ss, sr, key);
+        adamw<P, G>(state.data(), p.data(), g.data(), n, master, wd, decay, b1, omb1, b2, omb2, ibc, eps, ss, sr, key, scaled, gscale);
     });
     long long bad = 0;
     for (size_t i = 0; i < state.size(); ++i) bad += bits(state[i]) != bits(rs[i]);
     for (long long i = 0; i < n; ++i) bad += bits(p[i]) != bits(rp[i]);
-    printf("n %lld master %d wd %d sr %d p %zu g %zu: %lld mismatches %s\n", n, master, wd, sr, sizeof(P), sizeof(G), bad, bad ? "FAIL" : "ok");
+    printf("n %lld master %d wd %d sr %d scaled %d p %zu g %zu: %lld mismatches %s\n", n, master, wd, sr, scaled, sizeof(P), sizeof(G), bad, bad ? "FAIL" : "ok");
     return bad ? 1 : 0;
 }
 
@@ -71,6 +73,8 @@ int main() {
         fails += run<__nv_bfloat16, float>(n, true, true, false, n + 2);
         fails += run<__nv_bfloat16, __nv_bfloat16>(n, true, false, false, n + 3);
         fails += run<__nv_bfloat16, __nv_bfloat16>(n, false, true, true, n + 4);
+        fails += run<float, float>(n, false, false, false, n + 5, true);
+        fails += run<__nv_bfloat16, __nv_bfloat16>(n, true, true, false, n + 6, true);
     }
     printf("%s\n", fails ? "FAILED" : "all ok");
     return fails;

@@ -74,6 +74,8 @@ pub(crate) fn update(
             s.step_size,
             sr_key.is_some() as i32,
             sr_key.unwrap_or(0),
+            s.grad_scale.is_some() as i32,
+            s.grad_scale.unwrap_or(1.0),
         );
         macro_rules! go {
             ($g:expr) => {{
@@ -87,7 +89,7 @@ pub(crate) fn update(
                     [
                         scalars.0, scalars.1, scalars.2, scalars.3, scalars.4, scalars.5,
                         scalars.6, scalars.7, scalars.8, scalars.9, scalars.10, scalars.11,
-                        scalars.12
+                        scalars.12, scalars.13, scalars.14
                     ]
                 )
             }};
