@@ -203,20 +203,173 @@ __device__ __forceinline__ void key_range(const uint4* spans, int bi, int t, int
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward: a block = 4 warps = 64 queries of one (batch, head); key tiles of 64.
+// Forward: a block = 4 warps = 64 queries of one (batch, head); key tiles of 64 (32, double
+// buffered with cp.async, in the ldmatrix variant).
 
 #define FWD_BQ 64
 #define FWD_BK 64
+#define FWD_PIPE_BK 32
+
+// cp.async of 16 bytes global -> shared (sm_80+), its commit and wait: the copies of a group
+// run while the block computes on the previous tile. kernels/emu delays each copy to the wait
+// and poisons its destination meanwhile, so a read before the wait shows up there.
+__device__ __forceinline__ void cp_async16(bf16* dst, const bf16* src) {
+#ifdef DAMA_EMU
+    emu_cp_async16(dst, src);
+#else
+    const unsigned a = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef DAMA_EMU
+    emu_cp_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most one committed group is still in flight.
+__device__ __forceinline__ void cp_async_wait1() {
+#ifdef DAMA_EMU
+    emu_cp_wait(1);
+#else
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+#endif
+}
+
+// load_rows with cp.async where a row is 16-byte aligned (rows >= t are zeroed and misaligned
+// rows copied with 2-byte loads, both at once): complete after cp_async_commit + wait.
+template <int ROWS, int D, int P>
+__device__ __forceinline__ void issue_rows(bf16* tile, const bf16* src, Strides st, int bi, int h,
+                                           int r0, int t) {
+    constexpr int CH = D / 8;
+    for (int e = threadIdx.x; e < ROWS * CH; e += blockDim.x) {
+        const int r = e / CH, c = (e % CH) * 8;
+        bf16* d = tile + r * P + c;
+        if (r0 + r >= t) {
+            *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
+            continue;
+        }
+        const bf16* p = src + bi * st.s0 + (long long)(r0 + r) * st.s1 + h * st.s2 + c;
+        if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+            cp_async16(d, p);
+        } else {
+            const unsigned short* u = reinterpret_cast<const unsigned short*>(p);
+            uint4 v;
+            v.x = (uint32_t)u[0] | ((uint32_t)u[1] << 16);
+            v.y = (uint32_t)u[2] | ((uint32_t)u[3] << 16);
+            v.z = (uint32_t)u[4] | ((uint32_t)u[5] << 16);
+            v.w = (uint32_t)u[6] | ((uint32_t)u[7] << 16);
+            *reinterpret_cast<uint4*>(d) = v;
+        }
+    }
+}
+
+// One key tile [j0, j0 + BK) for the warp's 16 queries: S = Q·Kᵀ, the mask, the online-softmax
+// update of (mx, l, o), O += P·V. ksm / vsm hold the tile's BK key / value rows.
+template <int D, int BK, bool LDSM>
+__device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const bf16* ksm,
+                                         const bf16* vsm, int j0, const uint4 (&sp)[2],
+                                         float c2, float (&mx)[2], float (&l)[2],
+                                         float (&o)[D / 8][4]) {
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = BK / 8;
+    const int cc = (threadIdx.x % 32) % 4;
+    const int j1 = j0 + BK;
+    float s[ST][4];
+#pragma unroll
+    for (int n = 0; n < ST; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+        for (int n = 0; n < ST; n += 2) {
+            uint32_t b[4];
+            b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
+            mma16816(s[n], qf[kk], b[0], b[1]);
+            mma16816(s[n + 1], qf[kk], b[2], b[3]);
+        }
+    bool full[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) full[r] = sp[r].x <= (unsigned)j0 && (unsigned)j1 <= sp[r].y;
+#pragma unroll
+    for (int n = 0; n < ST; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = e / 2;
+            const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
+            const bool ok = full[r] || span_has(sp[r], j);
+            s[n][e] = ok ? s[n][e] * c2 : DAMA_NEG_INF;
+        }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float m = DAMA_NEG_INF;
+#pragma unroll
+        for (int n = 0; n < ST; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+        const float mnew = fmaxf(mx[r], m);
+        const float base = mnew == DAMA_NEG_INF ? 0.0f : mnew;
+        const float corr = exp2f(mx[r] - base);
+        mx[r] = mnew;
+        float sum = 0.0f;
+#pragma unroll
+        for (int n = 0; n < ST; ++n) {
+            s[n][2 * r] = exp2f(s[n][2 * r] - base);
+            s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
+            sum += s[n][2 * r] + s[n][2 * r + 1];
+        }
+        l[r] = l[r] * corr + sum;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            o[n][2 * r] *= corr;
+            o[n][2 * r + 1] *= corr;
+        }
+    }
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+            uint32_t b[4];
+            b_cols_pair<P, LDSM>(b, vsm, kk * 16, n * 8);
+            mma16816(o[n], a, b[0], b[1]);
+            mma16816(o[n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
+// The output rows and log-sum-exp of the warp's 16 queries.
+template <int D>
+__device__ __forceinline__ void fwd_store(bf16* out, float* lse, const float (&o)[D / 8][4],
+                                          const float (&mx)[2], float (&l)[2],
+                                          const int (&row)[2], int bi, int t, int hq, int h) {
+    constexpr int NT = D / 8;
+    const int cc = (threadIdx.x % 32) % 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        if (row[r] >= t) continue;
+        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+        bf16* op = out + (((size_t)bi * t + row[r]) * hq + h) * D + 2 * cc;
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+            *reinterpret_cast<uint32_t*>(op + n * 8) = pack_bf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        if (cc == 0)
+            lse[((size_t)bi * t + row[r]) * hq + h] =
+                l[r] > 0.0f ? (mx[r] + log2f(l[r])) * LN2 : DAMA_NEG_INF;
+    }
+}
 
 template <int D, bool LDSM>
 __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const uint4* spans,
                              bf16* out, float* lse, int t, int hq, int hkv, Strides qs, Strides ks,
                              Strides vs, float scale) {
-    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = FWD_BK / 8;
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8;
     __shared__ __align__(16) bf16 ksm[FWD_BK * P];
     __shared__ __align__(16) bf16 vsm[FWD_BK * P];
     __shared__ unsigned int klo, khi;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cc = lane % 4;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
     const int bi = blockIdx.z, h = blockIdx.y, kvh = h / (hq / hkv);
     const int q0 = blockIdx.x * FWD_BQ;
     const int row[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
@@ -241,92 +394,56 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
     const float c2 = scale * LOG2E;
     const int lo = (int)klo, hi = (int)khi;
 
-    for (int j0 = lo; j0 < hi; j0 += FWD_BK) {
-        const int j1 = j0 + FWD_BK;
-        const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
-        if (!__syncthreads_or(mine)) continue;
-        load_rows<FWD_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
-        load_rows<FWD_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
-        __syncthreads();
-        if (__any_sync(0xffffffffu, mine)) {
-            float s[ST][4];
-#pragma unroll
-            for (int n = 0; n < ST; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-                for (int n = 0; n < ST; n += 2) {
-                    uint32_t b[4];
-                    b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
-                    mma16816(s[n], qf[kk], b[0], b[1]);
-                    mma16816(s[n + 1], qf[kk], b[2], b[3]);
-                }
-            bool full[2];
-#pragma unroll
-            for (int r = 0; r < 2; ++r) full[r] = sp[r].x <= (unsigned)j0 && (unsigned)j1 <= sp[r].y;
-#pragma unroll
-            for (int n = 0; n < ST; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e / 2;
-                    const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
-                    const bool ok = full[r] || span_has(sp[r], j);
-                    s[n][e] = ok ? s[n][e] * c2 : DAMA_NEG_INF;
-                }
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                float m = DAMA_NEG_INF;
-#pragma unroll
-                for (int n = 0; n < ST; ++n) m = fmaxf(m, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
-                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
-                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
-                const float mnew = fmaxf(mx[r], m);
-                const float base = mnew == DAMA_NEG_INF ? 0.0f : mnew;
-                const float corr = exp2f(mx[r] - base);
-                mx[r] = mnew;
-                float sum = 0.0f;
-#pragma unroll
-                for (int n = 0; n < ST; ++n) {
-                    s[n][2 * r] = exp2f(s[n][2 * r] - base);
-                    s[n][2 * r + 1] = exp2f(s[n][2 * r + 1] - base);
-                    sum += s[n][2 * r] + s[n][2 * r + 1];
-                }
-                l[r] = l[r] * corr + sum;
-#pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    o[n][2 * r] *= corr;
-                    o[n][2 * r + 1] *= corr;
-                }
-            }
-#pragma unroll
-            for (int kk = 0; kk < FWD_BK / 16; ++kk) {
-                uint32_t a[4];
-                c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-                for (int n = 0; n < NT; n += 2) {
-                    uint32_t b[4];
-                    b_cols_pair<P, LDSM>(b, vsm, kk * 16, n * 8);
-                    mma16816(o[n], a, b[0], b[1]);
-                    mma16816(o[n + 1], a, b[2], b[3]);
-                }
-            }
+    if (!LDSM) {
+        for (int j0 = lo; j0 < hi; j0 += FWD_BK) {
+            const int j1 = j0 + FWD_BK;
+            const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
+            if (!__syncthreads_or(mine)) continue;
+            load_rows<FWD_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+            load_rows<FWD_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+            __syncthreads();
+            if (__any_sync(0xffffffffu, mine))
+                fwd_tile<D, FWD_BK, LDSM>(qf, ksm, vsm, j0, sp, c2, mx, l, o);
+            __syncthreads();
         }
-        __syncthreads();
+    } else {
+        // Two buffers of FWD_PIPE_BK keys in the same shared memory: tile i + 1 is copied
+        // (cp.async) while tile i is computed on. Tiles no query of the block sees are skipped
+        // before they are fetched.
+        constexpr int BK = FWD_PIPE_BK;
+        static_assert(2 * BK <= FWD_BK, "two pipelined tiles fit the plain tile's buffer");
+        auto active = [&](int j) {
+            for (; j < hi; j += BK) {
+                const bool mine = span_meets(sp[0], j, j + BK) || span_meets(sp[1], j, j + BK);
+                if (__syncthreads_or(mine)) return j;
+            }
+            return hi;
+        };
+        int jc = active(lo), buf = 0;
+        if (jc < hi) {
+            issue_rows<BK, D, P>(ksm, k, ks, bi, kvh, jc, t);
+            issue_rows<BK, D, P>(vsm, v, vs, bi, kvh, jc, t);
+        }
+        cp_async_commit();
+        while (jc < hi) {
+            const int jn = active(jc + BK);
+            if (jn < hi) {
+                issue_rows<BK, D, P>(ksm + (buf ^ 1) * BK * P, k, ks, bi, kvh, jn, t);
+                issue_rows<BK, D, P>(vsm + (buf ^ 1) * BK * P, v, vs, bi, kvh, jn, t);
+            }
+            cp_async_commit();
+            cp_async_wait1();  // tile jc's group is done
+            __syncthreads();
+            const bool mine = span_meets(sp[0], jc, jc + BK) || span_meets(sp[1], jc, jc + BK);
+            if (__any_sync(0xffffffffu, mine))
+                fwd_tile<D, BK, LDSM>(qf, ksm + buf * BK * P, vsm + buf * BK * P, jc, sp, c2,
+                                      mx, l, o);
+            __syncthreads();  // before the next iteration copies into this buffer
+            jc = jn;
+            buf ^= 1;
+        }
     }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        if (row[r] >= t) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        bf16* op = out + (((size_t)bi * t + row[r]) * hq + h) * D + 2 * cc;
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-            *reinterpret_cast<uint32_t*>(op + n * 8) = pack_bf16(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (cc == 0)
-            lse[((size_t)bi * t + row[r]) * hq + h] =
-                l[r] > 0.0f ? (mx[r] + log2f(l[r])) * LN2 : DAMA_NEG_INF;
-    }
+    fwd_store<D>(out, lse, o, mx, l, row, bi, t, hq, h);
 }
 
 // ---------------------------------------------------------------------------------------------

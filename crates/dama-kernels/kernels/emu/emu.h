@@ -116,6 +116,31 @@ inline void emu_ldmatrix_x4(uint32_t (&r)[4], const void* p, bool trans) {
     }
     warp_bar();
 }
+// cp.async.cg.shared.global (16 bytes), commit_group, wait_group N: each copy is delayed to
+// the wait that completes its group, and its destination is poisoned (0xff bytes: bf16 NaN)
+// from the issue until then, so that a kernel reading a buffer before the wait and barrier
+// that make it valid (or overwriting one still being read) computes NaN here.
+struct EmuCopy { void* dst; const void* src; };
+inline thread_local std::vector<std::vector<EmuCopy>> g_cp_groups;
+inline thread_local std::vector<EmuCopy> g_cp_open;
+inline void emu_cp_async16(void* dst, const void* src) {
+    if (((reinterpret_cast<uintptr_t>(dst) | reinterpret_cast<uintptr_t>(src)) & 15) != 0) {
+        fprintf(stderr, "cp.async: address not 16-byte aligned\n");
+        abort();
+    }
+    memset(dst, 0xff, 16);
+    g_cp_open.push_back({dst, src});
+}
+inline void emu_cp_commit() {
+    g_cp_groups.push_back(std::move(g_cp_open));
+    g_cp_open.clear();
+}
+inline void emu_cp_wait(size_t pending) {
+    while (g_cp_groups.size() > pending) {
+        for (auto& c : g_cp_groups.front()) memcpy(c.dst, c.src, 16);
+        g_cp_groups.erase(g_cp_groups.begin());
+    }
+}
 // Runs `f` on every block of `grid` with `threads` threads (blocks one after another).
 inline void launch(Dim3 grid, unsigned threads, const std::function<void()>& f) {
     gridDim = grid;
