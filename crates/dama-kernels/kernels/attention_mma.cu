@@ -265,6 +265,43 @@ __device__ __forceinline__ void issue_rows(bf16* tile, const bf16* src, Strides 
     }
 }
 
+// Runs `compute(k_tile, v_tile, j0)` for every key tile [j0, j0 + BK) of [lo, hi) that a query
+// of the block sees (in the warps that have such a query), the tile's K and V rows copied with
+// cp.async into one of the two BK-row buffers of kbuf / vbuf while the block computes on the
+// other. Tiles nobody sees are skipped before they are fetched.
+template <int BK, int D, int P, typename F>
+__device__ __forceinline__ void pipelined_kv_tiles(int lo, int hi, const uint4 (&sp)[2],
+                                                   const bf16* k, Strides ks, const bf16* v,
+                                                   Strides vs, int bi, int kvh, int t,
+                                                   bf16* kbuf, bf16* vbuf, F compute) {
+    auto meets = [&](int j) { return span_meets(sp[0], j, j + BK) || span_meets(sp[1], j, j + BK); };
+    auto active = [&](int j) {
+        for (; j < hi; j += BK)
+            if (__syncthreads_or(meets(j))) return j;
+        return hi;
+    };
+    int jc = active(lo), buf = 0;
+    if (jc < hi) {
+        issue_rows<BK, D, P>(kbuf, k, ks, bi, kvh, jc, t);
+        issue_rows<BK, D, P>(vbuf, v, vs, bi, kvh, jc, t);
+    }
+    cp_async_commit();
+    while (jc < hi) {
+        const int jn = active(jc + BK);
+        if (jn < hi) {
+            issue_rows<BK, D, P>(kbuf + (buf ^ 1) * BK * P, k, ks, bi, kvh, jn, t);
+            issue_rows<BK, D, P>(vbuf + (buf ^ 1) * BK * P, v, vs, bi, kvh, jn, t);
+        }
+        cp_async_commit();
+        cp_async_wait1();  // tile jc's group is done
+        __syncthreads();
+        if (__any_sync(0xffffffffu, meets(jc))) compute(kbuf + buf * BK * P, vbuf + buf * BK * P, jc);
+        __syncthreads();  // before the next iteration copies into this buffer
+        jc = jn;
+        buf ^= 1;
+    }
+}
+
 // One key tile [j0, j0 + BK) for the warp's 16 queries: S = Q·Kᵀ, the mask, the online-softmax
 // update of (mx, l, o), O += P·V. ksm / vsm hold the tile's BK key / value rows.
 template <int D, int BK, bool LDSM>
@@ -407,60 +444,82 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
             __syncthreads();
         }
     } else {
-        // Two buffers of FWD_PIPE_BK keys in the same shared memory: tile i + 1 is copied
-        // (cp.async) while tile i is computed on. Tiles no query of the block sees are skipped
-        // before they are fetched.
+        // Two buffers of FWD_PIPE_BK keys in the plain tile's shared memory.
         constexpr int BK = FWD_PIPE_BK;
         static_assert(2 * BK <= FWD_BK, "two pipelined tiles fit the plain tile's buffer");
-        auto active = [&](int j) {
-            for (; j < hi; j += BK) {
-                const bool mine = span_meets(sp[0], j, j + BK) || span_meets(sp[1], j, j + BK);
-                if (__syncthreads_or(mine)) return j;
-            }
-            return hi;
-        };
-        int jc = active(lo), buf = 0;
-        if (jc < hi) {
-            issue_rows<BK, D, P>(ksm, k, ks, bi, kvh, jc, t);
-            issue_rows<BK, D, P>(vsm, v, vs, bi, kvh, jc, t);
-        }
-        cp_async_commit();
-        while (jc < hi) {
-            const int jn = active(jc + BK);
-            if (jn < hi) {
-                issue_rows<BK, D, P>(ksm + (buf ^ 1) * BK * P, k, ks, bi, kvh, jn, t);
-                issue_rows<BK, D, P>(vsm + (buf ^ 1) * BK * P, v, vs, bi, kvh, jn, t);
-            }
-            cp_async_commit();
-            cp_async_wait1();  // tile jc's group is done
-            __syncthreads();
-            const bool mine = span_meets(sp[0], jc, jc + BK) || span_meets(sp[1], jc, jc + BK);
-            if (__any_sync(0xffffffffu, mine))
-                fwd_tile<D, BK, LDSM>(qf, ksm + buf * BK * P, vsm + buf * BK * P, jc, sp, c2,
-                                      mx, l, o);
-            __syncthreads();  // before the next iteration copies into this buffer
-            jc = jn;
-            buf ^= 1;
-        }
+        pipelined_kv_tiles<BK, D, P>(lo, hi, sp, k, ks, v, vs, bi, kvh, t, ksm, vsm,
+                                     [&](const bf16* kt, const bf16* vt, int j0) {
+                                         fwd_tile<D, BK, LDSM>(qf, kt, vt, j0, sp, c2, mx, l, o);
+                                     });
     }
     fwd_store<D>(out, lse, o, mx, l, row, bi, t, hq, h);
 }
 
 // ---------------------------------------------------------------------------------------------
 // dQ = scale·Σ_j dS_ij·K_j, dS = P ⊙ (dO·Vᵀ − delta): a block = 4 warps = 64 queries of one
-// (batch, head); key tiles of 32.
+// (batch, head); key tiles of 32 (double-buffered with cp.async in the ldmatrix variant).
 
 #define DQ_BQ 64
 #define DQ_BK 32
+
+// One key tile [j0, j0 + BK) of dQ for the warp's 16 queries: S and dP = dO·Vᵀ recomputed,
+// dS = P ⊙ (dP − delta), acc += dS·K. ksm / vsm hold the tile's BK key / value rows.
+template <int D, int BK, bool LDSM>
+__device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4],
+                                        const uint32_t (&gf)[D / 16][4], const bf16* ksm,
+                                        const bf16* vsm, int j0, const uint4 (&sp)[2],
+                                        const float (&l2)[2], const float (&dl)[2], float c2,
+                                        float (&acc)[D / 8][4]) {
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = BK / 8;
+    const int cc = (threadIdx.x % 32) % 4;
+    float s[ST][4], dp[ST][4];
+#pragma unroll
+    for (int n = 0; n < ST; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk)
+#pragma unroll
+        for (int n = 0; n < ST; n += 2) {
+            uint32_t b[4];
+            b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
+            mma16816(s[n], qf[kk], b[0], b[1]);
+            mma16816(s[n + 1], qf[kk], b[2], b[3]);
+            b_rows_pair<P, LDSM>(b, vsm, n * 8, kk * 16);
+            mma16816(dp[n], gf[kk], b[0], b[1]);
+            mma16816(dp[n + 1], gf[kk], b[2], b[3]);
+        }
+#pragma unroll
+    for (int n = 0; n < ST; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int r = e / 2;
+            const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
+            const float p = span_has(sp[r], j) ? exp2f(s[n][e] * c2 - l2[r]) : 0.0f;
+            dp[n][e] = p * (dp[n][e] - dl[r]);
+        }
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+            uint32_t b[4];
+            b_cols_pair<P, LDSM>(b, ksm, kk * 16, n * 8);
+            mma16816(acc[n], a, b[0], b[1]);
+            mma16816(acc[n + 1], a, b[2], b[3]);
+        }
+    }
+}
 
 template <int D, bool LDSM>
 __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                                 const uint4* spans, const float* lse, const float* delta,
                                 bf16* dq, int t, int hq, int hkv, Strides qs, Strides ks,
                                 Strides vs, Strides gs, float scale) {
-    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = DQ_BK / 8;
+    constexpr int P = D + 8, KS = D / 16, NT = D / 8;
     __shared__ __align__(16) bf16 ksm[DQ_BQ * P];  // Q / dO staging, then K tiles (DQ_BK rows)
-    __shared__ __align__(16) bf16 vsm[DQ_BK * P];
+    __shared__ __align__(16) bf16 vsm[(LDSM ? 2 : 1) * DQ_BK * P];  // two tiles when pipelined
     __shared__ unsigned int klo, khi;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, cc = lane % 4;
     const int bi = blockIdx.z, h = blockIdx.y, kvh = h / (hq / hkv);
@@ -495,54 +554,26 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
     for (int n = 0; n < NT; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     const float c2 = scale * LOG2E;
     const int lo = (int)klo, hi = (int)khi;
-    for (int j0 = lo; j0 < hi; j0 += DQ_BK) {
-        const int j1 = j0 + DQ_BK;
-        const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
-        if (!__syncthreads_or(mine)) continue;
-        load_rows<DQ_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
-        load_rows<DQ_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
-        __syncthreads();
-        if (__any_sync(0xffffffffu, mine)) {
-            float s[ST][4], dp[ST][4];
-#pragma unroll
-            for (int n = 0; n < ST; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.0f;
-#pragma unroll
-            for (int kk = 0; kk < KS; ++kk)
-#pragma unroll
-                for (int n = 0; n < ST; n += 2) {
-                    uint32_t b[4];
-                    b_rows_pair<P, LDSM>(b, ksm, n * 8, kk * 16);
-                    mma16816(s[n], qf[kk], b[0], b[1]);
-                    mma16816(s[n + 1], qf[kk], b[2], b[3]);
-                    b_rows_pair<P, LDSM>(b, vsm, n * 8, kk * 16);
-                    mma16816(dp[n], gf[kk], b[0], b[1]);
-                    mma16816(dp[n + 1], gf[kk], b[2], b[3]);
-                }
-#pragma unroll
-            for (int n = 0; n < ST; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const int r = e / 2;
-                    const unsigned j = (unsigned)(j0 + n * 8 + 2 * cc + (e & 1));
-                    const float p = span_has(sp[r], j) ? exp2f(s[n][e] * c2 - l2[r]) : 0.0f;
-                    dp[n][e] = p * (dp[n][e] - dl[r]);
-                }
-#pragma unroll
-            for (int kk = 0; kk < DQ_BK / 16; ++kk) {
-                uint32_t a[4];
-                c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-                for (int n = 0; n < NT; n += 2) {
-                    uint32_t b[4];
-                    b_cols_pair<P, LDSM>(b, ksm, kk * 16, n * 8);
-                    mma16816(acc[n], a, b[0], b[1]);
-                    mma16816(acc[n + 1], a, b[2], b[3]);
-                }
-            }
+    if (!LDSM) {
+        for (int j0 = lo; j0 < hi; j0 += DQ_BK) {
+            const int j1 = j0 + DQ_BK;
+            const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
+            if (!__syncthreads_or(mine)) continue;
+            load_rows<DQ_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+            load_rows<DQ_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+            __syncthreads();
+            if (__any_sync(0xffffffffu, mine))
+                dq_tile<D, DQ_BK, LDSM>(qf, gf, ksm, vsm, j0, sp, l2, dl, c2, acc);
+            __syncthreads();
         }
-        __syncthreads();
+    } else {
+        // K and V tiles double-buffered: ksm's 64 rows and vsm's (here) 64 rows, 32 each.
+        static_assert(2 * DQ_BK <= DQ_BQ, "two K tiles fit the Q / dO staging buffer");
+        pipelined_kv_tiles<DQ_BK, D, P>(lo, hi, sp, k, ks, v, vs, bi, kvh, t, ksm, vsm,
+                                        [&](const bf16* kt, const bf16* vt, int j0) {
+                                            dq_tile<D, DQ_BK, LDSM>(qf, gf, kt, vt, j0, sp, l2,
+                                                                    dl, c2, acc);
+                                        });
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {

@@ -32,7 +32,8 @@ pub enum CudaAttention {
     Mma,
     /// The same tensor-core kernels with their mma fragments loaded from shared memory by
     /// `ldmatrix` (one instruction per four 8×8 matrices, instead of four to eight scalar
-    /// loads each), and a forward whose key/value tiles are double-buffered with `cp.async`.
+    /// loads each), and forward and dQ kernels whose key/value tiles are double-buffered with
+    /// `cp.async`.
     /// Checked against a double-precision reference in the CPU emulation (`kernels/emu`), not
     /// yet on a GPU: opt-in (`DAMA_CUDA_ATTN=ldmatrix`) until it is.
     Ldmatrix,
