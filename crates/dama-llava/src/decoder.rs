@@ -345,10 +345,10 @@ fn backward(
     Ok(LayerGrads { dx, params })
 }
 
-/// One decoder layer on `x` `(rows·seq, hidden)` in a forward that may track gradients. Untracked, it is the plain
-/// forward; tracked, it is [`forward_saving`] wired into the graph with [`backward`]
-/// (`checkpoint`: keep only `x` and run the forward again in the backward), or candle's
-/// autograd when `mode` says so.
+/// One decoder layer on `x` `(rows·seq, hidden)` in a forward that may track gradients.
+/// Untracked, it is the plain forward; tracked, it is [`forward_saving`] wired into the graph
+/// with [`backward`] (`checkpoint`: keep only `x` and run the forward again in the backward),
+/// or candle's autograd when `mode` says so. All of them compute the same values, bit for bit.
 pub fn layer_forward(
     c: &TextConfig,
     l: &DecoderLayer,

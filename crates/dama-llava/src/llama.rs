@@ -296,6 +296,10 @@ mod tests {
             m.set_layer_backward(LayerBackward::Autograd);
             let (s0, g0) = run(&m, &b);
             assert!(!g0.is_empty());
+            // the no-grad forward (reference log-probs) gives the tracked forward's values
+            let l = m.pair_logps_no_grad(&b, true).unwrap();
+            let v = |t: &Tensor| t.to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap();
+            assert_eq!(s0, [v(&l.chosen), v(&l.rejected)].concat());
             for (mode, ckpt) in [
                 (LayerBackward::Autograd, true),
                 (LayerBackward::Manual, false),
