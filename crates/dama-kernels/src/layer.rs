@@ -42,6 +42,11 @@ pub fn with_backward(
     if !need.iter().any(|&n| n) && !x.track_op() {
         return Ok(y);
     }
+    // the op hands over `y`'s buffer whole: a view into a larger one is copied out first
+    let y = match y.layout().contiguous_offsets() {
+        Some((0, _)) => y,
+        _ => y.force_contiguous()?,
+    };
     let grads = Arc::new(Mutex::new(vec![None; params.len()]));
     let mut s = Tensor::zeros(1, DType::F32, x.device())?;
     for (i, p) in params.iter().enumerate().filter(|(i, _)| need[*i]) {
@@ -282,6 +287,27 @@ mod tests {
         let gw = grads(&want, &c, &[&x, &w1, &w2]).unwrap();
         for (k, (a, b)) in g.iter().zip(&gw).enumerate() {
             assert!(rel_err(a, b) < 1e-6, "grad {k}: {:e}", rel_err(a, b));
+        }
+    }
+
+    #[test]
+    fn an_output_that_is_a_view_comes_out_whole() {
+        let mut rng = Rng::new(3);
+        let x = rng.var(&[4, 6], 1.0, DType::F32).unwrap();
+        let big = rng.randn(&[3, 4, 6], 1.0, DType::F32).unwrap();
+        // rows 2.. of a larger buffer (offset ≠ 0), and a transposed view
+        for y in [
+            big.narrow(0, 2, 1).unwrap().squeeze(0).unwrap(),
+            big.get(1).unwrap().t().unwrap().t().unwrap(),
+        ] {
+            let bwd: Arc<Backward> = Arc::new(|dy: &Tensor, _: &[bool], _: bool| {
+                Ok(LayerGrads {
+                    dx: Some(dy.clone()),
+                    params: vec![],
+                })
+            });
+            let got = with_backward(x.as_tensor(), y.clone(), &[], bwd).unwrap();
+            assert_eq!(rel_err(&got, &y), 0.0);
         }
     }
 
