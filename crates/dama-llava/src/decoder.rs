@@ -76,7 +76,7 @@ pub(crate) fn layer_forward_autograd(
 ) -> Result<Tensor> {
     let (b, t, hd) = (att.rows, att.seq_len, c.head_dim);
     let eps = c.rms_norm_eps;
-    let h = ops::rms_norm(x, &grad.w(&l.input_norm), eps)?;
+    let h = dama_kernels::rms_norm(x, &grad.w(&l.input_norm), eps)?;
     // (b, h, t, d) views of the projections: the fused ops read them through strides
     let heads =
         |y: Tensor, n: usize| -> Result<Tensor> { y.reshape((b, t, n, hd))?.transpose(1, 2) };
@@ -91,8 +91,8 @@ pub(crate) fn layer_forward_autograd(
         .contiguous()?
         .reshape((b * t, c.num_attention_heads * hd))?;
     let x = (x + l.o.forward(&a, grad)?)?;
-    let h = ops::rms_norm(&x, &grad.w(&l.post_norm), eps)?;
-    let m = ops::swiglu(&l.gate.forward(&h, grad)?, &l.up.forward(&h, grad)?)?;
+    let h = dama_kernels::rms_norm(&x, &grad.w(&l.post_norm), eps)?;
+    let m = dama_kernels::swiglu(&l.gate.forward(&h, grad)?, &l.up.forward(&h, grad)?)?;
     x + l.down.forward(&m, grad)?
 }
 

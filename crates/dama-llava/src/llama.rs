@@ -166,7 +166,7 @@ impl Llama {
     ) -> candle_core::Result<Tensor> {
         dama_kernels::profile::span(hidden.device(), "head", || {
             let h = hidden.index_select(positions, 0)?;
-            let h = ops::rms_norm(&h, &grad.w(&self.norm), self.cfg.rms_norm_eps)?;
+            let h = dama_kernels::rms_norm(&h, &grad.w(&self.norm), self.cfg.rms_norm_eps)?;
             ops::answer_logprobs(&h, &grad.w(&self.lm_head), targets, segments, num_segments)
         })
     }

@@ -1,8 +1,10 @@
-//! The differentiable primitives of the language model, one small function each.
+//! The language model's RoPE tables and the layout glue around `dama_kernels`' fused ops
+//! (RoPE, attention, the answer-log-prob head), one small function each; RMSNorm and SwiGLU
+//! are `dama_kernels::{rms_norm, swiglu}` as they are.
 //!
-//! candle 0.11.1's fused `rms_norm`, `rope*`, `softmax_last_dim` and `sdpa` have no backward:
-//! gradients through them vanish without an error. The bodies here call `dama_kernels`' fused
-//! ops, which have hand-written backwards, on the CPU and on CUDA; their numerics are
+//! candle 0.11.1's own fused `rms_norm`, `rope*`, `softmax_last_dim` and `sdpa` have no
+//! backward: gradients through them vanish without an error. `dama_kernels`' ops have
+//! hand-written backwards, on the CPU and on CUDA; their numerics are
 //! transformers' eager LLaMA (which dtype each step rounds to), the oracle the fixtures check,
 //! except attention, which keeps scores and probabilities in f32 as SDPA / flash-attention do.
 //! `dama_kernels::reference` keeps the compositions of differentiable candle ops these
@@ -10,20 +12,6 @@
 
 use candle_core::{DType, Result, Tensor};
 use dama_kernels::AttnMask;
-
-/// The dtype reductions run in: f32 for half types (as transformers upcasts), else the input's.
-pub fn compute_dtype(dtype: DType) -> DType {
-    match dtype {
-        DType::BF16 | DType::F16 => DType::F32,
-        d => d,
-    }
-}
-
-/// LLaMA's RMSNorm: normalise in f32, cast back, then scale (transformers' order, which
-/// matters in bf16: the weight multiplies the already-rounded value).
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    dama_kernels::rms_norm(x, weight, eps)
-}
 
 /// RoPE's inverse frequencies `1 / θ^(2i/d)` (divided by the linear scaling factor),
 /// computed in f32 like transformers' `_compute_default_rope_parameters`.
@@ -88,17 +76,6 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     dama_kernels::rope(&x.transpose(1, 2)?, &cos.squeeze(1)?, &sin.squeeze(1)?)?.transpose(1, 2)
 }
 
-/// Repeats grouped key/value heads to match the query heads (GQA); a no-op for MHA.
-pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
-    if n_rep == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, kv, n_rep, t, d))?
-        .reshape((b, kv * n_rep, t, d))
-}
-
 /// Scaled dot-product attention, flash-style (`dama_kernels::attention`): scores, softmax
 /// and the value sum in f32, no `t×t` matrix kept for the backward. `q` is `(b, h, t, d)`,
 /// `k`/`v` `(b, kv_heads, t, d)` (any strides), `mask` the allowed keys of each query
@@ -113,11 +90,6 @@ pub fn attention(
 ) -> Result<Tensor> {
     let bthd = |x: &Tensor| x.transpose(1, 2);
     dama_kernels::attention(&bthd(q)?, &bthd(k)?, &bthd(v)?, mask, scale)?.transpose(1, 2)
-}
-
-/// LLaMA's gated MLP activation, `silu(gate) · up`.
-pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    dama_kernels::swiglu(gate, up)
 }
 
 /// The answer-log-prob head: the vocabulary projection of the scored positions only (logits
@@ -151,7 +123,10 @@ mod tests {
     fn rms_norm_matches_hand_computation() {
         let x = t(&[3.0, 4.0], &[1, 2]);
         let w = t(&[1.0, 2.0], &[2]);
-        let y = rms_norm(&x, &w, 0.0).unwrap().to_vec2::<f32>().unwrap();
+        let y = dama_kernels::rms_norm(&x, &w, 0.0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let r = (12.5f32).sqrt();
         assert!((y[0][0] - 3.0 / r).abs() < 1e-6 && (y[0][1] - 8.0 / r).abs() < 1e-6);
     }
