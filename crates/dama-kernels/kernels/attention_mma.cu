@@ -46,8 +46,20 @@ __device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// Eight bf16 at p: one 16-byte load where p is 16-byte aligned, else eight 2-byte ones.
+__device__ __forceinline__ uint4 load8(const bf16* p) {
+    if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) return *reinterpret_cast<const uint4*>(p);
+    const unsigned short* u = reinterpret_cast<const unsigned short*>(p);
+    uint4 v;
+    v.x = (uint32_t)u[0] | ((uint32_t)u[1] << 16);
+    v.y = (uint32_t)u[2] | ((uint32_t)u[3] << 16);
+    v.z = (uint32_t)u[4] | ((uint32_t)u[5] << 16);
+    v.w = (uint32_t)u[6] | ((uint32_t)u[7] << 16);
+    return v;
+}
+
 // Rows [r0, r0 + ROWS) of head h of a (b, t, heads, D) tensor into a shared (ROWS, P) tile;
-// rows >= t are zero. 16-byte loads where the row is 16-byte aligned, else 2-byte ones.
+// rows >= t are zero.
 template <int ROWS, int D, int P>
 __device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, Strides st, int bi, int h,
                                           int r0, int t) {
@@ -55,18 +67,7 @@ __device__ __forceinline__ void load_rows(bf16* tile, const bf16* src, Strides s
     for (int e = threadIdx.x; e < ROWS * CH; e += blockDim.x) {
         const int r = e / CH, c = (e % CH) * 8;
         uint4 v = make_uint4(0u, 0u, 0u, 0u);
-        if (r0 + r < t) {
-            const bf16* p = src + bi * st.s0 + (long long)(r0 + r) * st.s1 + h * st.s2 + c;
-            if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
-                v = *reinterpret_cast<const uint4*>(p);
-            } else {
-                const unsigned short* u = reinterpret_cast<const unsigned short*>(p);
-                v.x = (uint32_t)u[0] | ((uint32_t)u[1] << 16);
-                v.y = (uint32_t)u[2] | ((uint32_t)u[3] << 16);
-                v.z = (uint32_t)u[4] | ((uint32_t)u[5] << 16);
-                v.w = (uint32_t)u[6] | ((uint32_t)u[7] << 16);
-            }
-        }
+        if (r0 + r < t) v = load8(src + bi * st.s0 + (long long)(r0 + r) * st.s1 + h * st.s2 + c);
         *reinterpret_cast<uint4*>(tile + r * P + c) = v;
     }
 }
@@ -251,22 +252,33 @@ __device__ __forceinline__ void issue_rows(bf16* tile, const bf16* src, Strides 
             continue;
         }
         const bf16* p = src + bi * st.s0 + (long long)(r0 + r) * st.s1 + h * st.s2 + c;
-        if ((reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+        if ((reinterpret_cast<uintptr_t>(p) & 15) == 0)
             cp_async16(d, p);
-        } else {
-            const unsigned short* u = reinterpret_cast<const unsigned short*>(p);
-            uint4 v;
-            v.x = (uint32_t)u[0] | ((uint32_t)u[1] << 16);
-            v.y = (uint32_t)u[2] | ((uint32_t)u[3] << 16);
-            v.z = (uint32_t)u[4] | ((uint32_t)u[5] << 16);
-            v.w = (uint32_t)u[6] | ((uint32_t)u[7] << 16);
-            *reinterpret_cast<uint4*>(d) = v;
-        }
+        else
+            *reinterpret_cast<uint4*>(d) = load8(p);
     }
 }
 
-// Runs `compute(k_tile, v_tile, j0)` for every key tile [j0, j0 + BK) of [lo, hi) that a query
-// of the block sees (in the warps that have such a query), the tile's K and V rows copied with
+// Runs `compute(ksm, vsm, j0)` for every key tile [j0, j0 + BK) of [lo, hi) that a query of
+// the block sees (in the warps that have such a query), its K and V rows loaded into ksm / vsm
+// first.
+template <int BK, int D, int P, typename F>
+__device__ __forceinline__ void plain_kv_tiles(int lo, int hi, const uint4 (&sp)[2],
+                                               const bf16* k, Strides ks, const bf16* v,
+                                               Strides vs, int bi, int kvh, int t, bf16* ksm,
+                                               bf16* vsm, F compute) {
+    for (int j0 = lo; j0 < hi; j0 += BK) {
+        const bool mine = span_meets(sp[0], j0, j0 + BK) || span_meets(sp[1], j0, j0 + BK);
+        if (!__syncthreads_or(mine)) continue;
+        load_rows<BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
+        load_rows<BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
+        __syncthreads();
+        if (__any_sync(0xffffffffu, mine)) compute(ksm, vsm, j0);
+        __syncthreads();
+    }
+}
+
+// plain_kv_tiles with the tile's K and V rows copied with
 // cp.async into one of the two BK-row buffers of kbuf / vbuf while the block computes on the
 // other. Tiles nobody sees are skipped before they are fetched.
 template <int BK, int D, int P, typename F>
@@ -274,7 +286,9 @@ __device__ __forceinline__ void pipelined_kv_tiles(int lo, int hi, const uint4 (
                                                    const bf16* k, Strides ks, const bf16* v,
                                                    Strides vs, int bi, int kvh, int t,
                                                    bf16* kbuf, bf16* vbuf, F compute) {
-    auto meets = [&](int j) { return span_meets(sp[0], j, j + BK) || span_meets(sp[1], j, j + BK); };
+    auto meets = [&](int j) {
+        return span_meets(sp[0], j, j + BK) || span_meets(sp[1], j, j + BK);
+    };
     auto active = [&](int j) {
         for (; j < hi; j += BK)
             if (__syncthreads_or(meets(j))) return j;
@@ -295,7 +309,8 @@ __device__ __forceinline__ void pipelined_kv_tiles(int lo, int hi, const uint4 (
         cp_async_commit();
         cp_async_wait1();  // tile jc's group is done
         __syncthreads();
-        if (__any_sync(0xffffffffu, meets(jc))) compute(kbuf + buf * BK * P, vbuf + buf * BK * P, jc);
+        if (__any_sync(0xffffffffu, meets(jc)))
+            compute(kbuf + buf * BK * P, vbuf + buf * BK * P, jc);
         __syncthreads();  // before the next iteration copies into this buffer
         jc = jn;
         buf ^= 1;
@@ -432,17 +447,11 @@ __device__ void attn_fwd_mma(const bf16* q, const bf16* k, const bf16* v, const 
     const int lo = (int)klo, hi = (int)khi;
 
     if (!LDSM) {
-        for (int j0 = lo; j0 < hi; j0 += FWD_BK) {
-            const int j1 = j0 + FWD_BK;
-            const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
-            if (!__syncthreads_or(mine)) continue;
-            load_rows<FWD_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
-            load_rows<FWD_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
-            __syncthreads();
-            if (__any_sync(0xffffffffu, mine))
-                fwd_tile<D, FWD_BK, LDSM>(qf, ksm, vsm, j0, sp, c2, mx, l, o);
-            __syncthreads();
-        }
+        plain_kv_tiles<FWD_BK, D, P>(
+            lo, hi, sp, k, ks, v, vs, bi, kvh, t, ksm, vsm,
+            [&](const bf16* kt, const bf16* vt, int j0) {
+                fwd_tile<D, FWD_BK, LDSM>(qf, kt, vt, j0, sp, c2, mx, l, o);
+            });
     } else {
         // Two buffers of FWD_PIPE_BK keys in the plain tile's shared memory.
         constexpr int BK = FWD_PIPE_BK;
@@ -555,17 +564,11 @@ __device__ void attn_bwd_dq_mma(const bf16* q, const bf16* k, const bf16* v, con
     const float c2 = scale * LOG2E;
     const int lo = (int)klo, hi = (int)khi;
     if (!LDSM) {
-        for (int j0 = lo; j0 < hi; j0 += DQ_BK) {
-            const int j1 = j0 + DQ_BK;
-            const bool mine = span_meets(sp[0], j0, j1) || span_meets(sp[1], j0, j1);
-            if (!__syncthreads_or(mine)) continue;
-            load_rows<DQ_BK, D, P>(ksm, k, ks, bi, kvh, j0, t);
-            load_rows<DQ_BK, D, P>(vsm, v, vs, bi, kvh, j0, t);
-            __syncthreads();
-            if (__any_sync(0xffffffffu, mine))
-                dq_tile<D, DQ_BK, LDSM>(qf, gf, ksm, vsm, j0, sp, l2, dl, c2, acc);
-            __syncthreads();
-        }
+        plain_kv_tiles<DQ_BK, D, P>(lo, hi, sp, k, ks, v, vs, bi, kvh, t, ksm, vsm,
+                                    [&](const bf16* kt, const bf16* vt, int j0) {
+                                        dq_tile<D, DQ_BK, LDSM>(qf, gf, kt, vt, j0, sp, l2, dl,
+                                                                c2, acc);
+                                    });
     } else {
         // K and V tiles double-buffered: ksm's 64 rows and vsm's (here) 64 rows, 32 each.
         static_assert(2 * DQ_BK <= DQ_BQ, "two K tiles fit the Q / dO staging buffer");
