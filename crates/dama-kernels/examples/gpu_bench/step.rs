@@ -486,15 +486,8 @@ fn phases(
     };
     dev.synchronize()?;
     let mut t = Instant::now();
-    let Images::Pixels(px) = &batch.images else {
-        candle_core::bail!("step: the batch carries pixels")
-    };
-    let features = model.image_features(px).map_err(err)?;
+    let with_features = features_batch(model, batch)?;
     lap("vision", &mut t)?;
-    let with_features = PairBatch {
-        images: Images::Features(features),
-        pairs: batch.pairs.clone(),
-    };
     let reference = model
         .pair_logps_no_grad(&with_features, true)
         .map_err(err)?;
@@ -544,13 +537,7 @@ fn phases(
 /// backward: candle's graph walk, the per-parameter gradient sums, the projector).
 fn profiled(dev: &Device, model: &LlavaModel, batch: &PairBatch) -> Result<serde_json::Value> {
     let err = |e: dama_llava::LlavaError| candle_core::Error::Msg(e.to_string());
-    let Images::Pixels(px) = &batch.images else {
-        candle_core::bail!("step: the batch carries pixels")
-    };
-    let with_features = PairBatch {
-        images: Images::Features(model.image_features(px).map_err(err)?),
-        pairs: batch.pairs.clone(),
-    };
+    let with_features = features_batch(model, batch)?;
     dev.synchronize()?;
     dama_kernels::profile::take();
     dama_kernels::profile::set_enabled(true);
@@ -577,4 +564,19 @@ fn profiled(dev: &Device, model: &LlavaModel, batch: &PairBatch) -> Result<serde
         json!({"total_ms": total, "spans": rows})
     };
     Ok(json!({"forward": table(&fwd, fwd_ms), "backward": table(&bwd, bwd_ms)}))
+}
+
+/// `batch` with its pixels run through the (frozen) vision tower.
+fn features_batch(model: &LlavaModel, batch: &PairBatch) -> Result<PairBatch> {
+    let Images::Pixels(px) = &batch.images else {
+        candle_core::bail!("step: the batch carries pixels")
+    };
+    Ok(PairBatch {
+        images: Images::Features(
+            model
+                .image_features(px)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+        ),
+        pairs: batch.pairs.clone(),
+    })
 }
