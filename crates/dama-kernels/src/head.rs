@@ -111,8 +111,8 @@ impl CustomOp2 for TokenLogprobs {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        match io::clone_storage(&self.result)? {
-            candle_core::Storage::Cpu(s) => Ok((s, self.result.shape().clone())),
+        match io::precomputed(&self.result)? {
+            (candle_core::Storage::Cpu(s), shape) => Ok((s, shape)),
             _ => bail!("{NAME}: result is not on the CPU"),
         }
     }
@@ -125,8 +125,8 @@ impl CustomOp2 for TokenLogprobs {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        match io::clone_storage(&self.result)? {
-            candle_core::Storage::Cuda(s) => Ok((s, self.result.shape().clone())),
+        match io::precomputed(&self.result)? {
+            (candle_core::Storage::Cuda(s), shape) => Ok((s, shape)),
             _ => bail!("{NAME}: result is not on the GPU"),
         }
     }

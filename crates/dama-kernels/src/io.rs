@@ -53,15 +53,21 @@ pub(crate) fn cpu_tensor<T: WithDType>(data: Vec<T>, shape: impl Into<Shape>) ->
     Tensor::from_vec(data, shape, &Device::Cpu)
 }
 
-/// A copy of `t`'s storage (what a `CustomOp` forward returns when its result was computed
-/// beforehand with tensor ops).
-pub(crate) fn clone_storage(t: &Tensor) -> Result<Storage> {
-    let (storage, layout) = t.storage_and_layout();
-    Ok(match &*storage {
+/// What a `CustomOp` forward returns when its result `t` was computed beforehand with tensor
+/// ops: a copy of `t`'s buffer and its shape. The op's output reads that buffer from its
+/// start, so a view into a larger buffer (an offset, other strides) is copied out first.
+pub(crate) fn precomputed(t: &Tensor) -> Result<(Storage, Shape)> {
+    let own = match t.layout().contiguous_offsets() {
+        Some((0, _)) => t.clone(),
+        _ => t.force_contiguous()?,
+    };
+    let (storage, layout) = own.storage_and_layout();
+    let copy = match &*storage {
         Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
         Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
         Storage::Metal(s) => Storage::Metal(s.try_clone(layout)?),
-    })
+    };
+    Ok((copy, own.shape().clone()))
 }
 
 /// A rank-4 tensor read through its strides, the last dimension contiguous: what lets RoPE

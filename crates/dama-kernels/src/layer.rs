@@ -42,11 +42,6 @@ pub fn with_backward(
     if !need.iter().any(|&n| n) && !x.track_op() {
         return Ok(y);
     }
-    // the op hands over `y`'s buffer whole: a view into a larger one is copied out first
-    let y = match y.layout().contiguous_offsets() {
-        Some((0, _)) => y,
-        _ => y.force_contiguous()?,
-    };
     let grads = Arc::new(Mutex::new(vec![None; params.len()]));
     let mut s = Tensor::zeros(1, DType::F32, x.device())?;
     for (i, p) in params.iter().enumerate().filter(|(i, _)| need[*i]) {
@@ -128,9 +123,8 @@ impl CustomOp2 for Layer {
         _: &CpuStorage,
         _: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let y = self.take_output()?;
-        match io::clone_storage(&y)? {
-            Storage::Cpu(s) => Ok((s, y.shape().clone())),
+        match io::precomputed(&self.take_output()?)? {
+            (Storage::Cpu(s), shape) => Ok((s, shape)),
             _ => bail!("{NAME}: output not on the CPU"),
         }
     }
@@ -143,9 +137,8 @@ impl CustomOp2 for Layer {
         _: &candle_core::CudaStorage,
         _: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let y = self.take_output()?;
-        match io::clone_storage(&y)? {
-            Storage::Cuda(s) => Ok((s, y.shape().clone())),
+        match io::precomputed(&self.take_output()?)? {
+            (Storage::Cuda(s), shape) => Ok((s, shape)),
             _ => bail!("{NAME}: output not on the GPU"),
         }
     }
