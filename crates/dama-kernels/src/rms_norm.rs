@@ -87,14 +87,7 @@ impl CustomOp2 for RmsNorm {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        backward(
-            x,
-            w,
-            &dy.contiguous()?,
-            self.eps,
-            x.track_op(),
-            w.track_op(),
-        )
+        rms_norm_backward(x, w, dy, self.eps, x.track_op(), w.track_op())
     }
 }
 
@@ -139,28 +132,10 @@ pub fn rms_norm_backward(
     if dy.dims() != x.dims() {
         bail!("{NAME}: dy {:?} differs from x {:?}", dy.dims(), x.dims());
     }
-    backward(
-        &x.contiguous()?,
-        &w.contiguous()?,
-        &dy.contiguous()?,
-        eps,
-        need_dx,
-        need_dw,
-    )
-}
-
-/// Gradients of `rms_norm` for the inputs that need one (contiguous inputs).
-fn backward(
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    eps: f64,
-    need_dx: bool,
-    need_dw: bool,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
     if !need_dx && !need_dw {
         return Ok((None, None));
     }
+    let (x, w, dy) = (&x.contiguous()?, &w.contiguous()?, &dy.contiguous()?);
     match x.device() {
         Device::Cpu => {
             fn run<T: Elem>(
