@@ -317,6 +317,26 @@ __device__ __forceinline__ void pipelined_kv_tiles(int lo, int hi, const uint4 (
     }
 }
 
+// acc += C·tile for the warp's 16 rows: C (16 × BK, f32 C fragments, rounded to bf16 as A
+// fragments) times the tile's BK rows of D (P·V in the forward, dS·K in dQ).
+template <int D, int BK, bool LDSM>
+__device__ __forceinline__ void acc_c_times_rows(float (&acc)[D / 8][4],
+                                                 const float (&c)[BK / 8][4], const bf16* tile) {
+    constexpr int P = D + 8, NT = D / 8;
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, c[2 * kk], c[2 * kk + 1]);
+#pragma unroll
+        for (int n = 0; n < NT; n += 2) {
+            uint32_t b[4];
+            b_cols_pair<P, LDSM>(b, tile, kk * 16, n * 8);
+            mma16816(acc[n], a, b[0], b[1]);
+            mma16816(acc[n + 1], a, b[2], b[3]);
+        }
+    }
+}
+
 // One key tile [j0, j0 + BK) for the warp's 16 queries: S = Q·Kᵀ, the mask, the online-softmax
 // update of (mx, l, o), O += P·V. ksm / vsm hold the tile's BK key / value rows.
 template <int D, int BK, bool LDSM>
@@ -376,18 +396,7 @@ __device__ __forceinline__ void fwd_tile(const uint32_t (&qf)[D / 16][4], const 
             o[n][2 * r + 1] *= corr;
         }
     }
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-        uint32_t a[4];
-        c_to_a(a, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-        for (int n = 0; n < NT; n += 2) {
-            uint32_t b[4];
-            b_cols_pair<P, LDSM>(b, vsm, kk * 16, n * 8);
-            mma16816(o[n], a, b[0], b[1]);
-            mma16816(o[n + 1], a, b[2], b[3]);
-        }
-    }
+    acc_c_times_rows<D, BK, LDSM>(o, s, vsm);
 }
 
 // The output rows and log-sum-exp of the warp's 16 queries.
@@ -479,7 +488,7 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4],
                                         const bf16* vsm, int j0, const uint4 (&sp)[2],
                                         const float (&l2)[2], const float (&dl)[2], float c2,
                                         float (&acc)[D / 8][4]) {
-    constexpr int P = D + 8, KS = D / 16, NT = D / 8, ST = BK / 8;
+    constexpr int P = D + 8, KS = D / 16, ST = BK / 8;
     const int cc = (threadIdx.x % 32) % 4;
     float s[ST][4], dp[ST][4];
 #pragma unroll
@@ -507,18 +516,7 @@ __device__ __forceinline__ void dq_tile(const uint32_t (&qf)[D / 16][4],
             const float p = span_has(sp[r], j) ? exp2f(s[n][e] * c2 - l2[r]) : 0.0f;
             dp[n][e] = p * (dp[n][e] - dl[r]);
         }
-#pragma unroll
-    for (int kk = 0; kk < BK / 16; ++kk) {
-        uint32_t a[4];
-        c_to_a(a, dp[2 * kk], dp[2 * kk + 1]);
-#pragma unroll
-        for (int n = 0; n < NT; n += 2) {
-            uint32_t b[4];
-            b_cols_pair<P, LDSM>(b, ksm, kk * 16, n * 8);
-            mma16816(acc[n], a, b[0], b[1]);
-            mma16816(acc[n + 1], a, b[2], b[3]);
-        }
-    }
+    acc_c_times_rows<D, BK, LDSM>(acc, dp, ksm);
 }
 
 template <int D, bool LDSM>
