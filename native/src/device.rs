@@ -1,7 +1,7 @@
 //! Which device and dtype a command runs on.
 
 use anyhow::{Result, bail};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -10,23 +10,6 @@ pub enum DeviceKind {
     Auto,
     Cpu,
     Cuda,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Precision {
-    F32,
-    Bf16,
-    F16,
-}
-
-impl Precision {
-    pub fn dtype(self) -> DType {
-        match self {
-            Precision::F32 => DType::F32,
-            Precision::Bf16 => DType::BF16,
-            Precision::F16 => DType::F16,
-        }
-    }
 }
 
 /// `--device` and `--gpu`, shared by every command that runs a model.

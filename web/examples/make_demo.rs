@@ -1,7 +1,7 @@
 //! Writes the bundled demo set, `web/demo/demo.jsonl`, and the scores the demo model gives its
 //! first pairs, `web/tests/demo_scores.json` (checked natively and in the browser).
 //!
-//! The pairs are the native demo's synthetic scenes (`dama_native::demo::synthetic`): coloured
+//! The pairs are the native demo's synthetic scenes (`dama_world`): coloured
 //! shapes on a background, a chosen answer of true sentences and a rejected one with 1–3 false
 //! facts (the number is in the tags, `errors:N`). Their simulated scores are left out, so the
 //! browser scores them itself; the sub-sentences are the generator's own sentences.
@@ -12,7 +12,7 @@
 fn main() -> anyhow::Result<()> {
     use dama_core::Estimator;
     use dama_data::{AnnotatedJsonlWriter, ImageOut, PreferencePair, RunInfo};
-    use dama_native::demo::synthetic::{SPLITTER, SyntheticSpec, generate};
+    use dama_world::{SPLITTER, SyntheticSpec, generate};
 
     const PAIRS: usize = 48;
     const SCORED: usize = 4;

@@ -1,8 +1,6 @@
 //! Combining (paper §3.3, Eqs. 15–16) and the four training modes of Table 1: which β each pair
 //! of the loss gets.
 
-use core::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::num::Real;
@@ -37,16 +35,12 @@ impl Mode {
     }
 }
 
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Dpo => "dpo",
-            Mode::D2po => "d2po",
-            Mode::Mdpo => "mdpo",
-            Mode::Dama => "dama",
-        })
-    }
-}
+crate::named!(Mode, "mode", {
+    Dpo => "dpo",
+    D2po => "d2po",
+    Mdpo => "mdpo",
+    Dama => "dama",
+});
 
 /// How α_D,i and α_M become α_i in mode `dama`. JSON: `"product"` or `{"weighted_sum": ρ}`.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]

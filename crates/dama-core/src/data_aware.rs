@@ -22,6 +22,11 @@ pub enum Estimator {
     RawRatio,
 }
 
+crate::named!(Estimator, "estimator", {
+    Probs => "probs",
+    RawRatio => "raw_ratio",
+});
+
 /// Which answer had no sub-sentence. Such pairs get a fixed δ (SPEC.md, "Edge cases") and are
 /// counted, never dropped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -23,6 +23,7 @@ pub mod error;
 pub mod explain;
 pub mod loss;
 pub mod model_aware;
+pub mod names;
 pub mod num;
 pub mod rng;
 pub mod sampling;
@@ -37,6 +38,7 @@ pub use data_aware::{
 pub use error::CoreError;
 pub use loss::masked_dpo_loss;
 pub use model_aware::{Filter, ModelAware, ModelAwareParams, Preset, default_keep, model_aware};
+pub use names::{Named, UnknownName};
 pub use num::Real;
 pub use rng::Xoshiro256;
 pub use sampling::Sampling;

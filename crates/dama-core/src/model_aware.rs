@@ -9,7 +9,6 @@
 
 use alloc::vec::Vec;
 use core::cmp::Ordering;
-use core::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -46,25 +45,17 @@ pub enum Filter {
     Both,
 }
 
-impl fmt::Display for Preset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Preset::Official => "official",
-            Preset::Paper => "paper",
-        })
-    }
-}
+crate::named!(Preset, "preset", {
+    Official => "official",
+    Paper => "paper",
+});
 
-impl fmt::Display for Filter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Filter::None => "none",
-            Filter::Bottom => "bottom",
-            Filter::Top => "top",
-            Filter::Both => "both",
-        })
-    }
-}
+crate::named!(Filter, "filter", {
+    None => "none",
+    Bottom => "bottom",
+    Top => "top",
+    Both => "both",
+});
 
 /// K when the user gives none: floor(0.8·N) as in the authors' code (12 of 16), at least 1.
 pub fn default_keep(n: usize) -> usize {

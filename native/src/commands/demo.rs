@@ -20,14 +20,13 @@ use dama_core::{DamaConfig, Mode};
 use dama_llava::random::{TinySpec, write_tiny_model};
 use dama_llava::{AspectMode, LlavaConfig, LlavaProcessor};
 
+use dama_train::{ReferencePass, Silent, TrainConfig, TrainData, reference_logps, train};
+
 use crate::demo::eval::{Evaluation, evaluate};
-use crate::demo::synthetic::{SyntheticSpec, generate, write_annotated};
 use crate::device::{DeviceArgs, describe};
-use crate::train::data::TrainData;
-use crate::train::metrics::MetricsLog;
-use crate::train::reference::reference_logps;
-use crate::train::report::{NamedRun, plot_runs};
-use crate::train::run::{TrainConfig, train};
+use crate::progress::Progress;
+use crate::report::{NamedRun, plot_runs};
+use dama_world::{SyntheticSpec, generate, write_annotated};
 
 /// Marks a folder the demo made, so that a second run may clear it (and nothing else).
 const MARKER: &str = ".dama-demo";
@@ -126,8 +125,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             ..base.clone()
         };
         let dir = out.join("runs").join(mode.to_string());
-        let summary =
-            train(&cfg, &dir, false, &device).with_context(|| format!("training {mode}"))?;
+        let summary = train(&cfg, &dir, false, &device, &Progress::default())
+            .with_context(|| format!("training {mode}"))?;
         let last = summary.steps.last().context("no step")?;
         println!(
             "  {mode:>4}: {} steps in {:.0} s, final loss {:.3}, margin {:+.3}, accuracy {:.2}",
@@ -142,17 +141,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         .with_aspect(AspectMode::Pad)
         .with_max_length(Some(512));
     let held_data = TrainData::load(&held_path, None, &processor, false)?;
-    let held_refs = reference_logps(
-        &model,
-        &held_data,
-        &processor,
-        Some(512),
-        &out.join("ref_logps_heldout.jsonl"),
-        &device,
-        candle_core::DType::F32,
-        16,
-        true,
-    )?;
+    let held_cache = out.join("ref_logps_heldout.jsonl");
+    let pass = ReferencePass {
+        model_dir: &model,
+        max_length: Some(512),
+        cache: &held_cache,
+        device: &device,
+        dtype: candle_core::DType::F32,
+        batch: 16,
+        shared_prefix: true,
+    };
+    let held_refs = reference_logps(&pass, &held_data, &processor, &Silent)?;
     let beta = base.dama.beta as f64;
     let mut table = vec![(
         "reference",
@@ -174,16 +173,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     print_table(&table);
 
-    let steps: Vec<_> = runs
-        .iter()
-        .map(|(_, s)| MetricsLog::read(&s.final_dir.parent().unwrap().join("metrics.jsonl")))
-        .collect::<Result<_>>()?;
     let named: Vec<NamedRun> = runs
         .iter()
-        .zip(&steps)
-        .map(|((m, _), st)| NamedRun {
+        .map(|(m, s)| NamedRun {
             name: if *m == Mode::Dama { "dama" } else { "dpo" },
-            steps: st,
+            steps: &s.steps,
         })
         .collect();
     let plots_dir = out.join("plots");

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use dama_llava::{AspectMode, LlavaProcessor};
+use dama_train::{ReferencePass, TrainData, reference_logps};
 
-use super::train::{InputArgs, ModelArgs};
+use crate::args::{InputArgs, ModelArgs};
 use crate::device::{DeviceArgs, describe};
-use crate::train::data::TrainData;
-use crate::train::reference::reference_logps;
+use crate::progress::Progress;
 
 #[derive(Debug, Clone, Args)]
 pub struct RefLogpsArgs {
@@ -57,17 +57,18 @@ pub fn run(args: &RefLogpsArgs) -> Result<()> {
         data.pairs.len(),
         describe(&device)
     );
-    let refs = reference_logps(
-        &dir,
-        &data,
-        &processor,
-        Some(args.input.max_length),
-        &args.out,
-        &device,
+    let pass = ReferencePass {
+        model_dir: &dir,
+        max_length: Some(args.input.max_length),
+        cache: &args.out,
+        device: &device,
         dtype,
-        args.batch,
-        !args.input.no_shared_prefix,
-    )?;
+        batch: args.batch,
+        shared_prefix: !args.input.no_shared_prefix,
+    };
+    let progress = Progress::default();
+    data.report_skips(&progress);
+    let refs = reference_logps(&pass, &data, &processor, &progress)?;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     println!(
         "{} pairs: mean log-prob chosen {:.3}, rejected {:.3}; cache {}",

@@ -20,9 +20,11 @@ use dama_data::{
     ImageCheck, ImageOut, PreferencePair, ReadMode, ReadOptions, RuleSplitter, RunInfo, Scores,
     Splitter, SubSentences, open_dataset,
 };
+use dama_train::Precision;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::device::{DeviceArgs, Precision, describe};
+use crate::args::choice;
+use crate::device::{DeviceArgs, describe};
 use crate::hub::{HubOptions, Wanted, resolve_model};
 use crate::plots::histogram;
 
@@ -32,14 +34,6 @@ pub enum SplitterArg {
     Rules,
     /// The paper's Appendix A.1 prompt to an OpenAI-compatible chat endpoint.
     Llm,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EstimatorArg {
-    /// Softmax over all sub-sentence scores, δ = ΣP_w − ΣP_l (the paper's).
-    Probs,
-    /// δ = ΣC_w / ΣC_l (Table 2's ablation).
-    RawRatio,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,8 +63,10 @@ pub struct ScoreArgs {
     /// Output format (default: from --out's extension; parquet embeds the images).
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    #[arg(long, value_enum, default_value_t = EstimatorArg::Probs)]
-    pub estimator: EstimatorArg,
+    /// probs (softmax over all sub-sentence scores, δ = ΣP_w − ΣP_l: the paper's) or
+    /// raw_ratio (δ = ΣC_w / ΣC_l, Table 2's ablation).
+    #[arg(long, value_parser = choice::<Estimator>(), default_value_t = Estimator::Probs)]
+    pub estimator: Estimator,
     #[arg(long, value_enum, default_value_t = SplitterArg::Rules)]
     pub splitter: SplitterArg,
     /// Split again even where the dataset already has sub-sentences.
@@ -98,7 +94,7 @@ pub struct ScoreArgs {
     /// Pairs scored together (images in one batch).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    #[arg(long, value_parser = choice::<Precision>(), default_value_t = Precision::F32)]
     pub precision: Precision,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -189,10 +185,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let mut scorer = scorer;
     scorer.options.pairs_per_batch = args.batch.max(1);
     let (splitter, splitter_name) = splitter(args, &scorer, &out)?;
-    let estimator = match args.estimator {
-        EstimatorArg::Probs => Estimator::Probs,
-        EstimatorArg::RawRatio => Estimator::RawRatio,
-    };
+    let estimator = args.estimator;
     let run_info = RunInfo {
         clip_model: Some(args.clip.clone()),
         estimator: Some(estimator),

@@ -3,100 +3,14 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use dama_core::{Combine, DamaConfig, Filter, Mode, Preset};
+use dama_train::{LoraSettings, OptimMaster, TrainConfig, train};
 
-use crate::device::{DeviceArgs, Precision, describe};
-use crate::hub::{HubOptions, MODEL_FILES, resolve_model};
-use crate::train::run::{LoraSettings, OptimMaster, TrainConfig, train};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// Plain DPO: fixed β, every pair.
-    Dpo,
-    /// Data-aware: β_D = β·α_D per pair (needs a scored dataset).
-    D2po,
-    /// Model-aware: β_M = β·α_M, outliers masked.
-    Mdpo,
-    /// Both (the paper's method): β_C = β·α_D·α_M, outliers masked.
-    Dama,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetArg {
-    /// The authors' released code (produced the published numbers).
-    Official,
-    /// Eqs. 8–14 as printed in the paper.
-    Paper,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FilterArg {
-    /// Keep every pair.
-    None,
-    /// Drop the N−K smallest reward gaps.
-    Bottom,
-    /// Drop the N−K largest.
-    Top,
-    /// Drop both extremes (the preset's own rule).
-    Both,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct ModelArgs {
-    /// The model: a Hugging Face folder, or a repo id (`llava-hf/llava-1.5-7b-hf`) looked up in
-    /// the HF cache and downloaded there unless --offline.
-    #[arg(long)]
-    pub model: String,
-    /// The Hugging Face hub cache (default: as huggingface_hub decides, $HF_HOME…).
-    #[arg(long)]
-    pub hf_cache: Option<PathBuf>,
-    /// Never download; also set by HF_HUB_OFFLINE=1.
-    #[arg(long)]
-    pub offline: bool,
-}
-
-impl ModelArgs {
-    pub fn resolve(&self, spec: &str) -> Result<PathBuf> {
-        resolve_model(
-            spec,
-            MODEL_FILES,
-            &HubOptions::from_env(self.hf_cache.clone(), self.offline),
-        )
-    }
-}
-
-/// How pairs become model inputs; `train` and `ref-logps` must agree on these.
-#[derive(Debug, Clone, Args)]
-pub struct InputArgs {
-    /// Weights' dtype (f32 masters and moments in the optimizer either way). Default: bf16 on
-    /// CUDA, f32 on CPU.
-    #[arg(long, value_enum)]
-    pub precision: Option<Precision>,
-    /// Resize and crop images instead of padding them to a square (LLaVA-1.5 pads).
-    #[arg(long)]
-    pub no_pad: bool,
-    /// Cut conversations to this many tokens.
-    #[arg(long, default_value_t = 2048)]
-    pub max_length: usize,
-    /// Run chosen and rejected as two full sequences instead of sharing the prefix.
-    #[arg(long)]
-    pub no_shared_prefix: bool,
-    /// Report and skip bad records (missing/corrupt image, empty answer, no scored token)
-    /// instead of stopping at the first.
-    #[arg(long)]
-    pub skip_bad: bool,
-}
-
-impl InputArgs {
-    pub fn precision(&self, cuda: bool) -> Precision {
-        self.precision.unwrap_or(if cuda {
-            Precision::Bf16
-        } else {
-            Precision::F32
-        })
-    }
-}
+use crate::args::{InputArgs, ModelArgs, choice, paper};
+use crate::device::{DeviceArgs, describe};
+use crate::progress::Progress;
+use crate::report::{NamedRun, plot_runs};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -119,12 +33,18 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
 
-    #[arg(long, value_enum, default_value_t = ModeArg::Dama)]
-    pub mode: ModeArg,
-    #[arg(long, value_enum, default_value_t = PresetArg::Official)]
-    pub preset: PresetArg,
-    #[arg(long, value_enum, default_value_t = FilterArg::Both)]
-    pub filter: FilterArg,
+    /// dpo (fixed β, every pair), d2po (β·α_D per pair; needs a scored dataset), mdpo
+    /// (β·α_M, outliers masked), dama (β·α_D·α_M, outliers masked: the paper's method).
+    #[arg(long, value_parser = choice::<Mode>(), default_value_t = paper().dama.mode)]
+    pub mode: Mode,
+    /// official (the authors' released code, which produced the published numbers) or paper
+    /// (Eqs. 8–14 as printed).
+    #[arg(long, value_parser = choice::<Preset>(), default_value_t = paper().dama.preset)]
+    pub preset: Preset,
+    /// Which reward gaps are masked: none, bottom (the N−K smallest), top (the N−K largest),
+    /// both (the preset's own rule).
+    #[arg(long, value_parser = choice::<Filter>(), default_value_t = paper().dama.filter)]
+    pub filter: Filter,
     /// K, pairs kept of each global batch (default floor(0.8·N): 12 of 16).
     #[arg(long)]
     pub keep: Option<usize>,
@@ -132,39 +52,39 @@ pub struct TrainArgs {
     #[arg(long)]
     pub weighted_sum: Option<f32>,
     /// DPO's β.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper().dama.beta)]
     pub beta: f32,
     /// Momentum of the reward-gap moving average ḡ.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = paper().dama.gamma)]
     pub gamma: f32,
 
     /// Global batch N (pairs per optimizer step).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = paper().batch_size)]
     pub batch_size: usize,
     /// Pairs per forward/backward pass (default: the whole global batch).
     #[arg(long)]
     pub micro_batch: Option<usize>,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = paper().epochs)]
     pub epochs: u64,
     /// Peak learning rate (cosine schedule).
-    #[arg(long, default_value_t = 5e-7)]
+    #[arg(long, default_value_t = paper().lr)]
     pub lr: f64,
     /// Share of the steps spent warming up linearly.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper().warmup_ratio)]
     pub warmup_ratio: f64,
     /// AdamW's decoupled weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = paper().weight_decay)]
     pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = paper().adam_beta1)]
     pub adam_beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = paper().adam_beta2)]
     pub adam_beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = paper().adam_eps)]
     pub adam_eps: f64,
     /// AdamW's master weights: `f32` (an fp32 copy, exactly torch's AdamW) or `bf16-sr` (bf16
     /// weights are their own master, rounded stochastically: 8 bytes of state per parameter
     /// instead of 12; a 7B full fine-tune then fits one 141 GB H200: 98 GB peak at 4 pairs).
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_parser = choice::<OptimMaster>(), default_value_t = paper().optim_master)]
     pub optim_master: OptimMaster,
     /// Recompute each decoder layer in the backward instead of keeping its activations: the
     /// same numbers with a fraction of the activation memory, for one more forward of the
@@ -172,10 +92,10 @@ pub struct TrainArgs {
     #[arg(long)]
     pub activation_checkpointing: bool,
     /// Clip the global gradient norm (0 = no clipping).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = paper().max_grad_norm.unwrap_or(0.0))]
     pub max_grad_norm: f64,
     /// Seeds the data order and the DAMA sampling stream.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = paper().seed)]
     pub seed: u64,
     /// Keep the dataset's order every epoch (the authors' SequentialSampler).
     #[arg(long)]
@@ -184,15 +104,11 @@ pub struct TrainArgs {
     /// Train LoRA adapters on the language model instead of all of it.
     #[arg(long)]
     pub lora: bool,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = LoraSettings::llava().rank)]
     pub lora_rank: usize,
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = LoraSettings::llava().alpha)]
     pub lora_alpha: f64,
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = LoraSettings::llava().targets)]
     pub lora_targets: Vec<String>,
     /// With --lora, also train the projector fully (LLaVA's LoRA recipe).
     #[arg(long)]
@@ -202,10 +118,10 @@ pub struct TrainArgs {
     pub input: InputArgs,
 
     /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = paper().save_every)]
     pub save_every: u64,
     /// Checkpoints kept on disk.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = paper().save_total_limit)]
     pub save_total_limit: usize,
     /// Reference log-prob cache (default: <out>/ref_logps.jsonl).
     #[arg(long)]
@@ -216,36 +132,20 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
+    /// The run these flags describe, on the paper's settings where a flag is not given.
     pub fn config(&self, model: PathBuf, ref_model: Option<PathBuf>, cuda: bool) -> TrainConfig {
-        let mode = match self.mode {
-            ModeArg::Dpo => Mode::Dpo,
-            ModeArg::D2po => Mode::D2po,
-            ModeArg::Mdpo => Mode::Mdpo,
-            ModeArg::Dama => Mode::Dama,
-        };
-        let preset = match self.preset {
-            PresetArg::Official => Preset::Official,
-            PresetArg::Paper => Preset::Paper,
-        };
-        let filter = match self.filter {
-            FilterArg::None => Filter::None,
-            FilterArg::Bottom => Filter::Bottom,
-            FilterArg::Top => Filter::Top,
-            FilterArg::Both => Filter::Both,
-        };
         let combine = self
             .weighted_sum
             .map_or(Combine::Product, Combine::WeightedSum);
-        let precision = self.input.precision(cuda);
         TrainConfig {
             model,
             ref_model,
             data: self.data.clone(),
             images: self.images.clone(),
             dama: DamaConfig {
-                mode,
-                preset,
-                filter,
+                mode: self.mode,
+                preset: self.preset,
+                filter: self.filter,
                 combine,
                 beta: self.beta,
                 gamma: self.gamma,
@@ -270,7 +170,7 @@ impl TrainArgs {
                 targets: self.lora_targets.clone(),
                 train_projector: self.lora_train_projector,
             }),
-            dtype: format!("{:?}", precision.dtype()).to_lowercase(),
+            precision: self.input.precision(cuda),
             aspect_pad: !self.input.no_pad,
             max_length: Some(self.input.max_length),
             shared_prefix: !self.input.no_shared_prefix,
@@ -296,10 +196,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         "training {} on {} ({}), output in {}",
         cfg.dama.mode,
         describe(&device),
-        cfg.dtype,
+        cfg.precision,
         args.out.display()
     );
-    let summary = train(&cfg, &args.out, args.resume, &device).context("training")?;
+    let summary =
+        train(&cfg, &args.out, args.resume, &device, &Progress::default()).context("training")?;
     let last = summary.steps.last().context("no step was run")?;
     println!(
         "{} steps in {:.1} s: loss {:.4}, reward margin {:+.4}, accuracy {:.2}",
@@ -307,7 +208,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
     println!("model: {}", summary.final_dir.display());
     println!("metrics: {}", args.out.join("metrics.jsonl").display());
-    for p in &summary.plots {
+    let plots_dir = args.out.join("plots");
+    std::fs::create_dir_all(&plots_dir)
+        .with_context(|| format!("creating {}", plots_dir.display()))?;
+    let name = cfg.dama.mode.to_string();
+    let run = NamedRun {
+        name: &name,
+        steps: &summary.steps,
+    };
+    for p in plot_runs(&plots_dir, &[run])? {
         println!("plot: {}", p.display());
     }
     Ok(())

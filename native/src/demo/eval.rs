@@ -8,8 +8,7 @@ use candle_core::{DType, Device};
 use dama_core::{Band, HardnessBands};
 use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
 
-use crate::train::data::TrainData;
-use crate::train::reference::RefLogps;
+use dama_train::{RefLogps, TrainData};
 
 /// Held-out results of one model.
 #[derive(Debug, Clone, Copy, PartialEq)]

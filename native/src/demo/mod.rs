@@ -1,4 +1,4 @@
-//! The no-argument demo of `dama-native`: synthetic data, a tiny random LLaVA, DAMA against DPO.
+//! The no-argument demo of `dama-native`: synthetic data (`dama_world`), a tiny random LLaVA,
+//! DAMA against DPO.
 
 pub mod eval;
-pub mod synthetic;

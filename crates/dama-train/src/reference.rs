@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use candle_core::{DType, Device};
 use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use super::data::TrainData;
+use crate::data::TrainData;
+use crate::error::{Context, Result, TrainError};
+use crate::observer::Observer;
 use crate::ref_cache::{CacheKey, RefCache, RefEntry, hash_parts, model_identity};
 
 /// The reference log-prob sums of `data`'s pairs, in its order.
@@ -25,8 +25,9 @@ pub fn cache_key(
     max_length: Option<usize>,
     dtype: DType,
 ) -> Result<CacheKey> {
+    let tokenizer_path = model_dir.join("tokenizer.json");
     let tokenizer =
-        std::fs::read(model_dir.join("tokenizer.json")).context("reading tokenizer.json")?;
+        std::fs::read(&tokenizer_path).map_err(TrainError::io("reading", &tokenizer_path))?;
     let template = dama_llava::template::vicuna_v1_conversation("{question}", "{answer}");
     let max_len = format!("{max_length:?}");
     let preprocessing = format!("{:?} {:?}", processor.image_processor, processor.aspect);
@@ -44,22 +45,40 @@ pub fn cache_key(
     })
 }
 
-/// Computes (or reads from `cache_path`) the reference log-probs of every pair of `data`, with
-/// the model in `model_dir` frozen, `batch` pairs at a time.
-#[allow(clippy::too_many_arguments)]
+/// How the reference pass runs.
+#[derive(Debug, Clone)]
+pub struct ReferencePass<'a> {
+    /// The frozen reference model's folder.
+    pub model_dir: &'a Path,
+    /// The conversation cut of the run (part of the cache key).
+    pub max_length: Option<usize>,
+    /// The cache file, extended when it matches this run.
+    pub cache: &'a Path,
+    pub device: &'a Device,
+    pub dtype: DType,
+    /// Pairs per forward pass.
+    pub batch: usize,
+    pub shared_prefix: bool,
+}
+
+/// Computes (or reads from the cache) the reference log-probs of every pair of `data`.
 pub fn reference_logps(
-    model_dir: &Path,
+    pass: &ReferencePass<'_>,
     data: &TrainData,
     processor: &LlavaProcessor,
-    max_length: Option<usize>,
-    cache_path: &Path,
-    device: &Device,
-    dtype: DType,
-    batch: usize,
-    shared_prefix: bool,
+    observer: &dyn Observer,
 ) -> Result<RefLogps> {
+    let ReferencePass {
+        model_dir,
+        max_length,
+        cache: cache_path,
+        device,
+        dtype,
+        batch,
+        shared_prefix,
+    } = *pass;
     let key = cache_key(model_dir, processor, max_length, dtype)?;
-    let mut cache = RefCache::open(cache_path, &key)?;
+    let mut cache = RefCache::open(cache_path, &key, observer)?;
     let mut todo = Vec::new();
     for (i, p) in data.pairs.iter().enumerate() {
         if cache.get(&p.id, &p.content)?.is_none() {
@@ -67,12 +86,7 @@ pub fn reference_logps(
         }
     }
     if !todo.is_empty() {
-        eprintln!(
-            "reference log-probs: {} of {} pairs to compute ({} cached)",
-            todo.len(),
-            data.pairs.len(),
-            data.pairs.len() - todo.len()
-        );
+        observer.reference_started(todo.len(), data.pairs.len());
         let opts = LoadOptions {
             dtype,
             device: device.clone(),
@@ -80,12 +94,6 @@ pub fn reference_logps(
         };
         let model = LlavaModel::load(model_dir, &opts)
             .with_context(|| format!("loading the reference model {}", model_dir.display()))?;
-        let bar = ProgressBar::new(todo.len() as u64).with_style(
-            ProgressStyle::with_template(
-                "reference {bar:30} {pos}/{len} pairs  {per_sec}  eta {eta}",
-            )
-            .expect("valid template"),
-        );
         for chunk in todo.chunks(batch.max(1)) {
             let b = data.batch(chunk, processor, device)?;
             let logps = model.pair_logps_no_grad(&b, shared_prefix)?;
@@ -95,10 +103,10 @@ pub fn reference_logps(
                 let p = &data.pairs[i];
                 let (c, r) = (chosen[k] as f64, rejected[k] as f64);
                 if !c.is_finite() || !r.is_finite() {
-                    bail!(
+                    return Err(TrainError::Numerics(format!(
                         "pair `{}`: the reference log-probs are not finite (chosen {c}, rejected {r})",
                         p.id
-                    );
+                    )));
                 }
                 let (nc, nr) = (logps.chosen_tokens[k], logps.rejected_tokens[k]);
                 cache.insert(RefEntry {
@@ -112,9 +120,9 @@ pub fn reference_logps(
                     rejected_tokens: nr,
                 })?;
             }
-            bar.inc(chunk.len() as u64);
+            observer.reference_progress(chunk.len());
         }
-        bar.finish_and_clear();
+        observer.reference_finished();
     }
     let mut out = RefLogps {
         chosen: Vec::with_capacity(data.pairs.len()),

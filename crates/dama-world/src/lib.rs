@@ -17,11 +17,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use dama_core::{Estimator, Xoshiro256};
 use dama_data::annotated::FolderSink;
 use dama_data::{
-    AnnotatedJsonlWriter, ImageOut, ImageRef, PreferencePair, RunInfo, Scores, Source, SubSentences,
+    AnnotatedJsonlWriter, DataError, ImageOut, ImageRef, PreferencePair, RunInfo, Scores, Source,
+    SubSentences,
 };
 use image::{ExtendedColorType, ImageEncoder, Rgb, RgbImage, codecs::png::PngEncoder};
 
@@ -540,15 +540,19 @@ pub fn run_info() -> RunInfo {
 /// Writes `<dir>/<name>.jsonl` (annotated: δ̄ over these pairs in the header, α_D on each pair)
 /// and the images into `<dir>/<name>_images/`; returns the JSONL's path. Write the training and
 /// the held-out pairs under different names: each file gets the δ̄ of its own pairs.
-pub fn write_annotated(dir: &Path, name: &str, pairs: &[SyntheticPair]) -> Result<PathBuf> {
+pub fn write_annotated(
+    dir: &Path,
+    name: &str,
+    pairs: &[SyntheticPair],
+) -> Result<PathBuf, DataError> {
     let mut records: Vec<PreferencePair> = pairs.iter().map(|p| p.pair.clone()).collect();
     let header = dama_data::annotate(&mut records, &run_info())?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir.display().to_string(), e))?;
     let folder = format!("{name}_images");
     let mut sink = FolderSink::new(dir.join(&folder))?;
     let path = dir.join(format!("{name}.jsonl"));
-    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     let label = path.display().to_string();
+    let file = File::create(&path).map_err(|e| DataError::io(&label, e))?;
     let images = ImageOut::Sink {
         folder,
         sink: &mut sink,
@@ -560,7 +564,7 @@ pub fn write_annotated(dir: &Path, name: &str, pairs: &[SyntheticPair]) -> Resul
     writer
         .finish()?
         .flush()
-        .with_context(|| format!("writing {label}"))?;
+        .map_err(|e| DataError::io(&label, e))?;
     Ok(path)
 }
 

@@ -6,11 +6,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use dama_core::{Sampling, Summary};
 use serde::{Deserialize, Serialize};
 
-use super::step::StepReport;
+use crate::error::{Context, Result, TrainError};
+use crate::files::write_atomic;
+use crate::step::StepReport;
 
 fn mean(xs: &[f32]) -> f64 {
     xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64
@@ -138,25 +139,23 @@ impl MetricsLog {
     /// after the checkpoint a resumed run starts from) are dropped, so the log always describes
     /// the weights on disk.
     pub fn open(path: &Path, steps_done: u64) -> Result<Self> {
-        let kept: Vec<String> = if path.exists() {
-            let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-            BufReader::new(f)
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| {
-                    serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step <= steps_done)
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut file = File::create(path).with_context(|| format!("writing {}", path.display()))?;
-        for l in &kept {
-            writeln!(file, "{l}")?;
+        let io = |what| TrainError::io(what, path);
+        let mut kept = String::new();
+        if path.exists() {
+            let f = File::open(path).map_err(io("opening"))?;
+            for line in BufReader::new(f).lines().map_while(|l| l.ok()) {
+                if serde_json::from_str::<StepMetrics>(&line).is_ok_and(|m| m.step <= steps_done) {
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            }
         }
-        file.flush()?;
-        drop(file);
-        let file = OpenOptions::new().append(true).open(path)?;
+        // Replaced whole: a kill while it is rewritten keeps the old log.
+        write_atomic(path, kept.as_bytes())?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(io("opening"))?;
         Ok(Self {
             path: path.to_owned(),
             file,
@@ -164,21 +163,22 @@ impl MetricsLog {
     }
 
     pub fn append(&mut self, m: &StepMetrics) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(m)?)
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.flush()?;
-        Ok(())
+        let line = serde_json::to_string(m).expect("metrics serialise");
+        writeln!(self.file, "{line}")
+            .and_then(|()| self.file.flush())
+            .map_err(TrainError::io("writing", &self.path))
     }
 
     /// Every step logged so far, in order.
     pub fn read(path: &Path) -> Result<Vec<StepMetrics>> {
-        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let f = File::open(path).map_err(TrainError::io("opening", path))?;
         BufReader::new(f)
             .lines()
             .enumerate()
             .map(|(i, l)| {
-                let l = l?;
+                let l = l.map_err(TrainError::io("reading", path))?;
                 serde_json::from_str(&l)
+                    .map_err(TrainError::json(path))
                     .with_context(|| format!("{}: line {}", path.display(), i + 1))
             })
             .collect()

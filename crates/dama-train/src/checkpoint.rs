@@ -10,14 +10,15 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use dama_core::DamaState;
 use dama_llava::LlavaModel;
 use serde::{Deserialize, Serialize};
 
-use super::order::Cursor;
+use crate::error::{Context, Result, TrainError};
+use crate::files::write_atomic;
 use crate::optim::AdamW;
+use crate::order::Cursor;
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,12 +33,8 @@ pub struct TrainerState {
 
 const LATEST: &str = "latest";
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+fn remove_dir(dir: &Path) -> Result<()> {
+    std::fs::remove_dir_all(dir).map_err(TrainError::io("removing", dir))
 }
 
 /// Writes the checkpoint of `state.step` under `root` (`<out>/checkpoints`) and points
@@ -50,12 +47,12 @@ pub fn save(
     lora: bool,
     keep: usize,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::create_dir_all(root).map_err(TrainError::io("creating", root))?;
     let name = format!("step-{:06}", state.step);
     let dir = root.join(&name);
     let tmp = root.join(format!(".tmp-{name}"));
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        remove_dir(&tmp)?;
     }
     model
         .save_pretrained(&tmp)
@@ -69,15 +66,13 @@ pub fn save(
         candle_core::safetensors::save(&adapters, tmp.join("adapter.safetensors"))?;
     }
     candle_core::safetensors::save(&opt.state_tensors(), tmp.join("optimizer.safetensors"))?;
-    std::fs::write(
-        tmp.join("trainer_state.json"),
-        serde_json::to_string_pretty(state)? + "\n",
-    )?;
+    let state_path = tmp.join("trainer_state.json");
+    let json = serde_json::to_string_pretty(state).expect("a trainer state serialises") + "\n";
+    std::fs::write(&state_path, json).map_err(TrainError::io("writing", &state_path))?;
     if dir.exists() {
-        std::fs::remove_dir_all(&dir)?; // a leftover of a run killed after this very step
+        remove_dir(&dir)?; // a leftover of a run killed after this very step
     }
-    std::fs::rename(&tmp, &dir)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
+    std::fs::rename(&tmp, &dir).map_err(TrainError::io("renaming into place", &dir))?;
     write_atomic(&root.join(LATEST), name.as_bytes())?;
     prune(root, keep, &name)?;
     Ok(dir)
@@ -87,10 +82,12 @@ pub fn save(
 /// folder a killed save left behind.
 fn prune(root: &Path, keep: usize, current: &str) -> Result<()> {
     let mut steps: Vec<String> = Vec::new();
-    for entry in std::fs::read_dir(root)? {
-        let name = entry?.file_name().to_string_lossy().into_owned();
+    let entries = std::fs::read_dir(root).map_err(TrainError::io("listing", root))?;
+    for entry in entries {
+        let entry = entry.map_err(TrainError::io("listing", root))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp-") && name != format!(".tmp-{current}") {
-            std::fs::remove_dir_all(root.join(&name))?;
+            remove_dir(&root.join(&name))?;
         } else if name.starts_with("step-") {
             steps.push(name);
         }
@@ -98,7 +95,7 @@ fn prune(root: &Path, keep: usize, current: &str) -> Result<()> {
     steps.sort();
     let excess = steps.len().saturating_sub(keep.max(1));
     for name in steps.into_iter().take(excess).filter(|n| n != current) {
-        std::fs::remove_dir_all(root.join(name))?;
+        remove_dir(&root.join(name))?;
     }
     Ok(())
 }
@@ -109,18 +106,17 @@ pub fn latest(root: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
     if !pointer.exists() {
         return Ok(None);
     }
-    let name = std::fs::read_to_string(&pointer)?;
+    let name = std::fs::read_to_string(&pointer).map_err(TrainError::io("reading", &pointer))?;
     let dir = root.join(name.trim());
     let state_path = dir.join("trainer_state.json");
-    let text = std::fs::read_to_string(&state_path).with_context(|| {
-        format!(
-            "{} names {}, which has no trainer_state.json",
+    let text = std::fs::read_to_string(&state_path).map_err(|e| {
+        TrainError::Resume(format!(
+            "{} names {}, which has no readable trainer_state.json ({e})",
             pointer.display(),
             dir.display()
-        )
+        ))
     })?;
-    let state: TrainerState =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", state_path.display()))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(TrainError::json(&state_path))?;
     Ok(Some((dir, state)))
 }
 
@@ -141,14 +137,14 @@ pub fn restore(
         for (name, var) in model.trainable_vars() {
             let t = saved
                 .get(name)
-                .with_context(|| format!("{} has no `{name}`", path.display()))?;
+                .ok_or_else(|| TrainError::Resume(format!("{} has no `{name}`", path.display())))?;
             if t.dims() != var.dims() {
-                bail!(
+                return Err(TrainError::Resume(format!(
                     "{}: `{name}` has shape {:?}, the model {:?}",
                     path.display(),
                     t.dims(),
                     var.dims()
-                );
+                )));
             }
             var.set(&t.to_dtype(var.dtype())?)?;
         }

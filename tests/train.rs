@@ -1,24 +1,22 @@
 //! The trainer on a tiny LLaVA: learning, micro-batch equivalence, plain DPO, the reference
 //! cache, bad input.
 
-mod common;
-
 use candle_core::Device;
-use common::{config, dataset, max_diff, tiny_model, weights};
 use dama_core::Mode;
-use dama_native::train::run::train;
+use dama_tests::{config, dataset, max_diff, tiny_model, weights};
+use dama_train::{Silent, TrainConfig, train};
 
 #[test]
 fn dpo_lowers_the_loss_and_widens_the_margin() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), 1);
     let data = dataset(dir.path(), 16, |_, _| {});
-    let cfg = dama_native::train::run::TrainConfig {
+    let cfg = TrainConfig {
         epochs: 6,
         lr: 3e-3,
         ..config(&model, &data)
     };
-    let summary = train(&cfg, &dir.path().join("run"), false, &Device::Cpu).unwrap();
+    let summary = train(&cfg, &dir.path().join("run"), false, &Device::Cpu, &Silent).unwrap();
     let steps = &summary.steps;
     assert_eq!(steps.len(), 24);
     // The policy starts as the reference: every margin is 0 and the loss ln 2.
@@ -36,14 +34,13 @@ fn dpo_lowers_the_loss_and_widens_the_margin() {
         margin_last > margin_first + 0.5,
         "margin {margin_first} → {margin_last}"
     );
-    // Every step is in the metrics log and the plots exist.
+    // Every step is in the metrics log.
     assert_eq!(
-        dama_native::train::metrics::MetricsLog::read(&dir.path().join("run/metrics.jsonl"))
+        dama_train::MetricsLog::read(&dir.path().join("run/metrics.jsonl"))
             .unwrap()
             .len(),
         24
     );
-    assert!(summary.plots.iter().all(|p| p.is_file()));
     assert!(summary.final_dir.join("model.safetensors").is_file());
 }
 
@@ -52,7 +49,7 @@ fn micro_batches_give_the_weights_of_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), 2);
     let data = dataset(dir.path(), 12, |_, _| {});
-    let base = dama_native::train::run::TrainConfig {
+    let base = TrainConfig {
         dama: dama_core::DamaConfig {
             mode: Mode::Mdpo,
             ..Default::default()
@@ -64,12 +61,19 @@ fn micro_batches_give_the_weights_of_one_pass() {
         adam_eps: 1e-6,
         ..config(&model, &data)
     };
-    let one = train(&base, &dir.path().join("one"), false, &Device::Cpu).unwrap();
-    let micro = dama_native::train::run::TrainConfig {
+    let one = train(&base, &dir.path().join("one"), false, &Device::Cpu, &Silent).unwrap();
+    let micro = TrainConfig {
         micro_batch: 2,
         ..base.clone()
     };
-    let two = train(&micro, &dir.path().join("two"), false, &Device::Cpu).unwrap();
+    let two = train(
+        &micro,
+        &dir.path().join("two"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(one.steps.len(), 3);
     for (a, b) in one.steps.iter().zip(&two.steps) {
         assert!(
@@ -92,16 +96,30 @@ fn activation_checkpointing_gives_the_same_run() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), 2);
     let data = dataset(dir.path(), 8, |_, _| {});
-    let base = dama_native::train::run::TrainConfig {
+    let base = TrainConfig {
         batch_size: 4,
         ..config(&model, &data)
     };
-    let plain = train(&base, &dir.path().join("plain"), false, &Device::Cpu).unwrap();
-    let recomputed = dama_native::train::run::TrainConfig {
+    let plain = train(
+        &base,
+        &dir.path().join("plain"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    let recomputed = TrainConfig {
         activation_checkpointing: true,
         ..base.clone()
     };
-    let ckpt = train(&recomputed, &dir.path().join("ckpt"), false, &Device::Cpu).unwrap();
+    let ckpt = train(
+        &recomputed,
+        &dir.path().join("ckpt"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(plain.steps.len(), 2);
     for (a, b) in plain.steps.iter().zip(&ckpt.steps) {
         assert_eq!(a.loss, b.loss);
@@ -117,19 +135,18 @@ fn a_stale_reference_cache_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 4, |_, _| {});
     let cache = dir.path().join("ref.jsonl");
-    let first = dama_native::train::run::TrainConfig {
+    let first = TrainConfig {
         ref_cache: Some(cache.clone()),
         ..config(&tiny_model(dir.path(), 3), &data)
     };
-    train(&first, &dir.path().join("a"), false, &Device::Cpu).unwrap();
-    let other = dama_native::train::run::TrainConfig {
+    train(&first, &dir.path().join("a"), false, &Device::Cpu, &Silent).unwrap();
+    let other = TrainConfig {
         model: tiny_model(dir.path(), 4),
         ..first
     };
-    let err = format!(
-        "{:#}",
-        train(&other, &dir.path().join("b"), false, &Device::Cpu).unwrap_err()
-    );
+    let err = train(&other, &dir.path().join("b"), false, &Device::Cpu, &Silent)
+        .unwrap_err()
+        .chain();
     assert!(err.contains("reference model weights differ"), "{err}");
 }
 
@@ -146,29 +163,46 @@ fn bad_records_stop_the_run_with_their_name_or_are_skipped() {
         }
     });
     let cfg = config(&model, &data);
-    let err = format!(
-        "{:#}",
-        train(&cfg, &dir.path().join("strict"), false, &Device::Cpu).unwrap_err()
-    );
+    let err = train(
+        &cfg,
+        &dir.path().join("strict"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap_err()
+    .chain();
     assert!(err.contains("pair3") && err.contains("--skip-bad"), "{err}");
-    let lenient = dama_native::train::run::TrainConfig {
+    let lenient = TrainConfig {
         skip_bad: true,
         ..cfg.clone()
     };
-    let summary = train(&lenient, &dir.path().join("lenient"), false, &Device::Cpu).unwrap();
+    let summary = train(
+        &lenient,
+        &dir.path().join("lenient"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(summary.steps.len(), 2, "6 good pairs in batches of 4");
 
     // An answer that leaves no scored token once cut to max_length.
-    let tight = dama_native::train::run::TrainConfig {
+    let tight = TrainConfig {
         max_length: Some(40),
         skip_bad: false,
         data: dataset(&dir.path().join("d2"), 4, |_, _| {}),
         ..cfg
     };
-    let err = format!(
-        "{:#}",
-        train(&tight, &dir.path().join("tight"), false, &Device::Cpu).unwrap_err()
-    );
+    let err = train(
+        &tight,
+        &dir.path().join("tight"),
+        false,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap_err()
+    .chain();
     assert!(err.contains("pair0") && err.contains("scored"), "{err}");
 }
 
@@ -176,17 +210,16 @@ fn bad_records_stop_the_run_with_their_name_or_are_skipped() {
 fn modes_that_need_alpha_d_refuse_an_unscored_dataset() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 4, |_, _| {});
-    let cfg = dama_native::train::run::TrainConfig {
+    let cfg = TrainConfig {
         dama: dama_core::DamaConfig {
             mode: Mode::Dama,
             ..Default::default()
         },
         ..config(&tiny_model(dir.path(), 6), &data)
     };
-    let err = format!(
-        "{:#}",
-        train(&cfg, &dir.path().join("r"), false, &Device::Cpu).unwrap_err()
-    );
+    let err = train(&cfg, &dir.path().join("r"), false, &Device::Cpu, &Silent)
+        .unwrap_err()
+        .chain();
     assert!(err.contains("dama-native score"), "{err}");
 }
 
@@ -195,9 +228,9 @@ fn dpo_mode_is_plain_dpo() {
     // One step of the trainer in mode dpo against DPO written directly with candle ops:
     // loss = mean −log σ(β·h), backpropagated as is, then the same AdamW.
     use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
-    use dama_native::optim::{AdamW, AdamWConfig, Param};
-    use dama_native::train::data::TrainData;
-    use dama_native::train::step::{BatchRefs, StepSettings, gradients};
+    use dama_train::TrainData;
+    use dama_train::optim::{AdamW, AdamWConfig, Param};
+    use dama_train::step::{BatchRefs, StepSettings, gradients};
 
     let dir = tempfile::tempdir().unwrap();
     let model_dir = tiny_model(dir.path(), 8);

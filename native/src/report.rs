@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::metrics::{Stat, StepMetrics};
 use crate::plots::{Series, line_chart};
+use dama_train::metrics::{Stat, StepMetrics};
 
 /// A run's metrics under a name for the legend.
 pub struct NamedRun<'a> {

@@ -11,9 +11,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::error::{Result, TrainError};
+use crate::observer::Observer;
 
 /// What the cached numbers depend on; the first line of the cache file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,35 +117,39 @@ pub fn content_hash(question: &str, chosen: &str, rejected: &str, image: &[u8]) 
 /// all 14 GB of a 7B model on every run would not be cheap.
 pub fn model_identity(dir: &Path) -> Result<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading model folder {}", dir.display()))?
+        .map_err(TrainError::io("reading model folder", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("no *.safetensors file in {}", dir.display());
+        return Err(TrainError::Dataset(format!(
+            "no *.safetensors file in {}",
+            dir.display()
+        )));
     }
     let mut h = Sha256::new();
     for path in &files {
-        let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let len = f.metadata()?.len();
+        let io = |what| TrainError::io(what, path);
+        let mut f = File::open(path).map_err(io("opening"))?;
+        let len = f.metadata().map_err(io("reading"))?.len();
         h.update(path.file_name().unwrap().as_encoded_bytes());
         h.update(len.to_le_bytes());
         let mut header_len = [0u8; 8];
         f.read_exact(&mut header_len)
-            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+            .map_err(io("reading the safetensors header of"))?;
         let header_len = u64::from_le_bytes(header_len).min(len.saturating_sub(8));
         let mut header = vec![0u8; header_len as usize];
         f.read_exact(&mut header)
-            .with_context(|| format!("reading the header of {}", path.display()))?;
+            .map_err(io("reading the safetensors header of"))?;
         h.update(&header);
         let data_start = 8 + header_len;
         let data_len = len - data_start;
         let mut chunk = vec![0u8; 64 * 1024];
         for i in 0..16u64 {
             let at = data_start + data_len.saturating_sub(chunk.len() as u64) * i / 15;
-            f.seek(SeekFrom::Start(at))?;
-            let n = f.read(&mut chunk)?;
+            f.seek(SeekFrom::Start(at)).map_err(io("reading"))?;
+            let n = f.read(&mut chunk).map_err(io("reading"))?;
             h.update(&chunk[..n]);
         }
     }
@@ -161,36 +167,42 @@ pub struct RefCache {
 impl RefCache {
     /// Opens the cache at `path` for `key`, or starts it. An existing cache with another key is
     /// an error naming the differing part; a torn last line (a killed run) is dropped.
-    pub fn open(path: &Path, key: &CacheKey) -> Result<Self> {
+    pub fn open(path: &Path, key: &CacheKey, observer: &dyn Observer) -> Result<Self> {
+        let io = |what| TrainError::io(what, path);
+        let bad = |what: String| TrainError::RefCache {
+            path: path.to_path_buf(),
+            what,
+        };
         let mut entries = HashMap::new();
         if path.exists() {
-            let file = File::open(path)
-                .with_context(|| format!("opening reference cache {}", path.display()))?;
+            let file = File::open(path).map_err(io("opening reference cache"))?;
             let mut lines = BufReader::new(file).lines();
-            let header = lines.next().transpose()?.unwrap_or_default();
-            let cached: CacheKey = serde_json::from_str(&header).with_context(|| {
-                format!("{}: line 1 is not a reference-cache header", path.display())
-            })?;
+            let header = lines
+                .next()
+                .transpose()
+                .map_err(io("reading"))?
+                .unwrap_or_default();
+            let cached: CacheKey = serde_json::from_str(&header)
+                .map_err(|e| bad(format!("line 1 is not a reference-cache header ({e})")))?;
             if let Some(why) = cached.mismatch(key) {
-                bail!(
-                    "reference cache {} does not belong to this run: {why}. Delete it or choose another --ref-cache path; it is never reused silently",
-                    path.display()
-                );
+                return Err(bad(format!(
+                    "does not belong to this run: {why}. Delete it or choose another --ref-cache path; it is never reused silently"
+                )));
             }
             let mut good_bytes = header.len() as u64 + 1;
             for (i, line) in lines.enumerate() {
-                let line = line?;
+                let line = line.map_err(io("reading"))?;
                 match serde_json::from_str::<RefEntry>(&line) {
                     Ok(e) => {
                         good_bytes += line.len() as u64 + 1;
                         entries.insert(e.id.clone(), e);
                     }
                     Err(e) => {
-                        eprintln!(
+                        observer.notice(&format!(
                             "{}: line {}: dropping a torn entry ({e}); it will be recomputed",
                             path.display(),
                             i + 2
-                        );
+                        ));
                         break;
                     }
                 }
@@ -198,17 +210,23 @@ impl RefCache {
             // Cut a torn tail so that appends start on a fresh line.
             OpenOptions::new()
                 .write(true)
-                .open(path)?
-                .set_len(good_bytes)?;
+                .open(path)
+                .and_then(|f| f.set_len(good_bytes))
+                .map_err(io("truncating"))?;
         } else {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).map_err(TrainError::io("creating", parent))?;
             }
-            let mut f = File::create(path)
-                .with_context(|| format!("creating reference cache {}", path.display()))?;
-            writeln!(f, "{}", serde_json::to_string(key)?)?;
+            let mut f = File::create(path).map_err(io("creating reference cache"))?;
+            let header = serde_json::to_string(key).expect("a cache key serialises");
+            writeln!(f, "{header}").map_err(io("writing"))?;
         }
-        let out = BufWriter::new(OpenOptions::new().append(true).open(path)?);
+        let out = BufWriter::new(
+            OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(io("opening reference cache"))?,
+        );
         Ok(Self {
             path: path.to_owned(),
             entries,
@@ -228,18 +246,22 @@ impl RefCache {
     /// changed since is an error (the dataset was edited under the cache).
     pub fn get(&self, id: &str, content: &str) -> Result<Option<&RefEntry>> {
         match self.entries.get(id) {
-            Some(e) if e.content != content => bail!(
-                "reference cache {}: pair `{id}` changed since its log-probs were cached (question, answers or image differ); delete the cache to recompute",
-                self.path.display()
-            ),
+            Some(e) if e.content != content => Err(TrainError::RefCache {
+                path: self.path.clone(),
+                what: format!(
+                    "pair `{id}` changed since its log-probs were cached (question, answers or image differ); delete the cache to recompute"
+                ),
+            }),
             other => Ok(other),
         }
     }
 
     /// Appends an entry and flushes it to disk.
     pub fn insert(&mut self, entry: RefEntry) -> Result<()> {
-        writeln!(self.out, "{}", serde_json::to_string(&entry)?)?;
-        self.out.flush()?;
+        let line = serde_json::to_string(&entry).expect("an entry serialises");
+        writeln!(self.out, "{line}")
+            .and_then(|()| self.out.flush())
+            .map_err(TrainError::io("writing", &self.path))?;
         self.entries.insert(entry.id.clone(), entry);
         Ok(())
     }
@@ -248,6 +270,7 @@ impl RefCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observer::Silent;
 
     fn key(model: &str) -> CacheKey {
         CacheKey {
@@ -278,7 +301,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ref.jsonl");
         {
-            let mut c = RefCache::open(&path, &key("m")).unwrap();
+            let mut c = RefCache::open(&path, &key("m"), &Silent).unwrap();
             c.insert(entry("a", "h1")).unwrap();
             c.insert(entry("b", "h2")).unwrap();
         }
@@ -289,13 +312,13 @@ mod tests {
             .unwrap()
             .write_all(b"{\"id\":\"c\",\"cont")
             .unwrap();
-        let mut c = RefCache::open(&path, &key("m")).unwrap();
+        let mut c = RefCache::open(&path, &key("m"), &Silent).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(c.get("a", "h1").unwrap(), Some(&entry("a", "h1")));
         assert_eq!(c.get("c", "h3").unwrap(), None);
         c.insert(entry("c", "h3")).unwrap();
         drop(c);
-        let c = RefCache::open(&path, &key("m")).unwrap();
+        let c = RefCache::open(&path, &key("m"), &Silent).unwrap();
         assert_eq!(c.len(), 3);
     }
 
@@ -303,15 +326,18 @@ mod tests {
     fn a_cache_of_another_model_is_an_error_that_says_why() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ref.jsonl");
-        RefCache::open(&path, &key("m1")).unwrap();
-        let err = RefCache::open(&path, &key("m2")).err().unwrap().to_string();
+        RefCache::open(&path, &key("m1"), &Silent).unwrap();
+        let err = RefCache::open(&path, &key("m2"), &Silent)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("reference model weights differ"), "{err}");
         assert!(err.contains("never reused silently"), "{err}");
         let other_dtype = CacheKey {
             dtype: "bf16".into(),
             ..key("m1")
         };
-        let err = RefCache::open(&path, &other_dtype)
+        let err = RefCache::open(&path, &other_dtype, &Silent)
             .err()
             .unwrap()
             .to_string();
@@ -321,7 +347,7 @@ mod tests {
     #[test]
     fn an_edited_pair_is_not_matched_with_its_stale_entry() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = RefCache::open(&dir.path().join("r.jsonl"), &key("m")).unwrap();
+        let mut c = RefCache::open(&dir.path().join("r.jsonl"), &key("m"), &Silent).unwrap();
         c.insert(entry("a", &content_hash("q", "yes", "no", b"img")))
             .unwrap();
         assert!(

@@ -1,11 +1,10 @@
-//! Tiny models and small datasets that the integration tests build for themselves.
-
-#![allow(dead_code)]
+//! Tiny models and small datasets that the integration tests build for themselves, shared by
+//! the cross-crate tests beside this file and by `dama-native`'s command-line tests.
 
 use std::path::{Path, PathBuf};
 
 use dama_llava::random::{TinySpec, write_tiny_model};
-use dama_native::train::run::TrainConfig;
+use dama_train::TrainConfig;
 
 /// A tiny LLaVA (smaller than the demo's, for fast tests).
 pub fn tiny_model(dir: &Path, seed: u64) -> PathBuf {

@@ -8,13 +8,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use dama_data::{Header, ImageCheck, ReadMode, ReadOptions, ReadSummary, open_dataset};
 use dama_llava::{EncodedPair, Images, LlavaProcessor, PairBatch};
 use image::DynamicImage;
 use rayon::prelude::*;
 
+use crate::error::{Context, Result, TrainError};
+use crate::observer::Observer;
 use crate::ref_cache::content_hash;
 
 /// One pair ready for training.
@@ -78,11 +79,9 @@ impl TrainData {
                     path.display()
                 )
             })?;
-            let image = record
-                .image
-                .bytes
-                .clone()
-                .with_context(|| format!("pair `{}` has no image bytes", record.id))?;
+            let image = record.image.bytes.clone().ok_or_else(|| {
+                TrainError::Dataset(format!("pair `{}` has no image bytes", record.id))
+            })?;
             let encoded = match processor.encoder.encode_pair(
                 pairs.len(),
                 &record.question,
@@ -94,11 +93,13 @@ impl TrainData {
                     skipped.push(format!("pair `{}`: {e}", record.id));
                     continue;
                 }
-                Err(e) => bail!(
-                    "pair `{}` of {}: {e} (pass --skip-bad to skip such pairs)",
-                    record.id,
-                    path.display()
-                ),
+                Err(e) => {
+                    return Err(TrainError::Dataset(format!(
+                        "pair `{}` of {}: {e} (pass --skip-bad to skip such pairs)",
+                        record.id,
+                        path.display()
+                    )));
+                }
             };
             pairs.push(TrainPair {
                 content: content_hash(&record.question, &record.chosen, &record.rejected, &image),
@@ -114,7 +115,10 @@ impl TrainData {
         }
         let summary = it.into_summary();
         if pairs.is_empty() {
-            bail!("{} holds no usable pair ({summary})", path.display());
+            return Err(TrainError::Dataset(format!(
+                "{} holds no usable pair ({summary})",
+                path.display()
+            )));
         }
         Ok(Self {
             pairs,
@@ -122,6 +126,20 @@ impl TrainData {
             summary,
             skipped,
         })
+    }
+
+    /// Tells `observer` about every record that was skipped.
+    pub fn report_skips(&self, observer: &dyn Observer) {
+        let s = &self.summary;
+        if s.skipped_total() > 0 || !self.skipped.is_empty() {
+            observer.notice(&format!("skipped bad records: {s}"));
+            for e in s.errors.iter().take(10) {
+                observer.notice(&format!("  {e}"));
+            }
+            for e in self.skipped.iter().take(10) {
+                observer.notice(&format!("  {e}"));
+            }
+        }
     }
 
     /// α_D of every pair, or `None` when the dataset is not scored. A scored dataset must have
@@ -132,10 +150,10 @@ impl TrainData {
             return Ok(None);
         }
         if let Some(p) = self.pairs.iter().find(|p| p.alpha_d.is_none()) {
-            bail!(
+            return Err(TrainError::Dataset(format!(
                 "pair `{}` has no α_D although {with} other pairs of the dataset do: score the dataset again",
                 p.id
-            );
+            )));
         }
         Ok(Some(
             self.pairs
@@ -159,8 +177,9 @@ impl TrainData {
             .par_iter()
             .map(|&i| {
                 let p = &self.pairs[i];
-                let image: DynamicImage = dama_data::decode_rgb(&p.image)
-                    .with_context(|| format!("decoding the image of pair `{}`", p.id))?;
+                let image: DynamicImage = dama_data::decode_rgb(&p.image).map_err(|e| {
+                    TrainError::Dataset(format!("decoding the image of pair `{}`: {e}", p.id))
+                })?;
                 Ok(processor.pixel_values(&[&image], &Device::Cpu)?)
             })
             .collect::<Result<_>>()?;

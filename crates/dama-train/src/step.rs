@@ -8,11 +8,11 @@
 //! Otherwise only the kept pairs (∂L/∂h_i ≠ 0) are run again, in micro-batches, with the
 //! vision features of the scoring pass reused (the tower is frozen).
 
-use anyhow::{Context, Result, ensure};
 use candle_core::{DType, Tensor};
 use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
 use dama_llava::{Images, LlavaModel, PairBatch};
 
+use crate::error::{Context, Result, TrainError};
 use crate::optim::{AdamW, GradAccumulator, Param, clip_grad_norm};
 
 /// How a step runs, beyond the DAMA maths.
@@ -93,10 +93,11 @@ pub fn train_step(
     let grads = g.grads;
     let (grad_norm, clip) =
         clip_grad_norm(&grads, settings.max_grad_norm.unwrap_or(f64::INFINITY))?;
-    ensure!(
-        grad_norm.is_finite(),
-        "the gradient norm is {grad_norm}: the step would corrupt the weights"
-    );
+    if !grad_norm.is_finite() {
+        return Err(TrainError::Numerics(format!(
+            "the gradient norm is {grad_norm}: the step would corrupt the weights"
+        )));
+    }
     opt.step_clipped(&grads, lr, clip)?;
     Ok(StepReport {
         outcome: g.outcome,
@@ -118,8 +119,12 @@ pub fn gradients(
     settings: &StepSettings,
 ) -> Result<Gradients> {
     let n = batch.len();
-    ensure!(n > 0, "empty batch");
-    ensure!(settings.micro_batch > 0, "micro-batch must be at least 1");
+    if n == 0 || settings.micro_batch == 0 {
+        return Err(TrainError::Settings(format!(
+            "a step needs pairs and a micro-batch of at least 1 (batch {n}, micro-batch {})",
+            settings.micro_batch
+        )));
+    }
     let features = match &batch.images {
         Images::Pixels(px) => model.image_features(px)?,
         Images::Features(f) => f.clone(),

@@ -1,0 +1,83 @@
+//! The model being trained, its optimizer and the run's state: loaded fresh, or restored from
+//! the checkpoint a resumed run continues from.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use dama_core::DamaState;
+use dama_llava::{LlavaModel, LoadOptions};
+
+use crate::checkpoint::{self, TrainerState};
+use crate::config::{OptimMaster, TrainConfig};
+use crate::error::{Context, Result};
+use crate::observer::Observer;
+use crate::optim::{AdamW, AdamWConfig, Master, Param};
+use crate::order::Cursor;
+
+/// A policy ready for its next step.
+pub struct Policy {
+    pub model: LlavaModel,
+    pub opt: AdamW,
+    pub state: TrainerState,
+}
+
+/// The optimizer settings of a run.
+pub fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
+    AdamWConfig {
+        beta1: cfg.adam_beta1,
+        beta2: cfg.adam_beta2,
+        eps: cfg.adam_eps,
+        weight_decay: cfg.weight_decay,
+        master: match cfg.optim_master {
+            OptimMaster::F32 => Master::F32,
+            OptimMaster::Bf16Sr => Master::StochasticBf16 { seed: cfg.seed },
+        },
+    }
+}
+
+/// Loads the policy (full fine-tuning resumes from the checkpoint's weights; LoRA from the
+/// initial weights plus the saved adapters), its optimizer, and the run's state.
+pub fn build_policy(
+    cfg: &TrainConfig,
+    identity: &str,
+    resumed: Option<&(PathBuf, TrainerState)>,
+    device: &Device,
+    observer: &dyn Observer,
+) -> Result<Policy> {
+    let opts = LoadOptions {
+        dtype: cfg.precision.dtype(),
+        device: device.clone(),
+        trainable: cfg.trainable()?,
+    };
+    let lora = cfg.lora.is_some();
+    let load_from = match resumed {
+        Some((dir, _)) if !lora => dir.clone(),
+        _ => cfg.model.clone(),
+    };
+    let mut model = LlavaModel::load(&load_from, &opts)
+        .with_context(|| format!("loading the policy {}", load_from.display()))?;
+    model.set_activation_checkpointing(cfg.activation_checkpointing);
+    let params: Vec<Param> = model
+        .trainable_vars()
+        .iter()
+        .map(|(name, var)| Param {
+            name: name.clone(),
+            var: var.clone(),
+        })
+        .collect();
+    let mut opt = AdamW::new(params, adamw_config(cfg))?;
+    let state = match resumed {
+        Some((dir, saved)) => {
+            checkpoint::restore(dir, &model, &mut opt, saved, lora)?;
+            observer.resumed(dir, saved.step);
+            saved.clone()
+        }
+        None => TrainerState {
+            step: 0,
+            cursor: Cursor::default(),
+            dama: DamaState::new(cfg.seed),
+            config_hash: identity.to_owned(),
+        },
+    };
+    Ok(Policy { model, opt, state })
+}

@@ -1,0 +1,115 @@
+//! Everything a run needs before its policy exists: the output folder checked against a
+//! resume, the settings saved, the data read and encoded, and the reference log-probs
+//! computed (the reference model is dropped again before the policy loads).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use dama_llava::{AspectMode, LlavaConfig, LlavaProcessor};
+
+use crate::checkpoint::{self, TrainerState};
+use crate::config::TrainConfig;
+use crate::data::TrainData;
+use crate::error::{Result, TrainError};
+use crate::files::write_atomic;
+use crate::observer::Observer;
+use crate::reference::{RefLogps, ReferencePass, reference_logps};
+
+/// A run ready for its policy.
+pub struct Prepared {
+    /// [`TrainConfig::identity`] of the settings: what a checkpoint must match.
+    pub identity: String,
+    /// The checkpoint a resumed run continues from.
+    pub resumed: Option<(PathBuf, TrainerState)>,
+    pub processor: LlavaProcessor,
+    pub data: TrainData,
+    /// α_D per pair (a scored dataset), aligned with `data.pairs`.
+    pub alpha_d: Option<Vec<f32>>,
+    pub refs: RefLogps,
+}
+
+/// The image and text processing of a run, from the policy's folder.
+pub fn processor(cfg: &TrainConfig) -> Result<LlavaProcessor> {
+    let model_cfg = LlavaConfig::from_file(&cfg.model.join("config.json"))?;
+    let aspect = if cfg.aspect_pad {
+        AspectMode::Pad
+    } else {
+        AspectMode::Resize
+    };
+    Ok(LlavaProcessor::load(&cfg.model, &model_cfg)?
+        .with_aspect(aspect)
+        .with_max_length(cfg.max_length))
+}
+
+/// Checks the output folder (a resume must find its checkpoint and the same settings; a fresh
+/// run must not overwrite one), writes `run.json`, reads the data and computes the reference
+/// log-probs.
+pub fn prepare(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+    observer: &dyn Observer,
+) -> Result<Prepared> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).map_err(TrainError::io("creating", out))?;
+    let identity = cfg.identity()?;
+    let ckpt_root = out.join("checkpoints");
+    let resumed = if resume {
+        checkpoint::latest(&ckpt_root)?
+    } else {
+        None
+    };
+    match (&resumed, resume) {
+        (Some((_, st)), _) if st.config_hash != identity => {
+            return Err(TrainError::Resume(format!(
+                "{} was trained with other settings than these (see its run.json); an exact resume needs the same ones",
+                out.display()
+            )));
+        }
+        (None, false) if ckpt_root.exists() => {
+            return Err(TrainError::Resume(format!(
+                "{} already holds checkpoints: pass --resume to continue that run, or choose another --out",
+                out.display()
+            )));
+        }
+        _ => {}
+    }
+    let run_json = out.join("run.json");
+    let settings = serde_json::to_string_pretty(cfg).expect("a config serialises") + "\n";
+    write_atomic(&run_json, settings.as_bytes())?;
+
+    let processor = processor(cfg)?;
+    let data = TrainData::load(&cfg.data, cfg.images.as_deref(), &processor, cfg.skip_bad)?;
+    data.report_skips(observer);
+    let alpha_d = data.alpha_d()?;
+    if alpha_d.is_none() && cfg.dama.mode.uses_alpha_d() {
+        return Err(TrainError::Settings(format!(
+            "mode `{}` needs the data hardness α_D, but {} is not a scored dataset: run `dama-native score` on it first, or train with --mode dpo or mdpo",
+            cfg.dama.mode,
+            cfg.data.display()
+        )));
+    }
+    let cache = cfg
+        .ref_cache
+        .clone()
+        .unwrap_or_else(|| out.join("ref_logps.jsonl"));
+    let pass = ReferencePass {
+        model_dir: cfg.ref_model.as_deref().unwrap_or(&cfg.model),
+        max_length: cfg.max_length,
+        cache: &cache,
+        device,
+        dtype: cfg.precision.dtype(),
+        batch: cfg.micro_batch,
+        shared_prefix: cfg.shared_prefix,
+    };
+    let refs = reference_logps(&pass, &data, &processor, observer)?;
+    Ok(Prepared {
+        identity,
+        resumed,
+        processor,
+        data,
+        alpha_d,
+        refs,
+    })
+}
