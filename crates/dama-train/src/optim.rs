@@ -100,6 +100,14 @@ impl AdamW {
         &self.params
     }
 
+    /// Bytes of optimizer state (fp32 masters and moments) on the device.
+    pub fn state_bytes(&self) -> usize {
+        self.moments
+            .iter()
+            .map(|s| 4 * s.buffer().elem_count())
+            .sum()
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps

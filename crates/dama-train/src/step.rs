@@ -8,8 +8,9 @@
 //! Otherwise only the kept pairs (∂L/∂h_i ≠ 0) are run again, in micro-batches, with the
 //! vision features of the scoring pass reused (the tower is frozen).
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
+use dama_kernels::profile;
 use dama_llava::{Images, LlavaModel, PairBatch};
 
 use crate::error::{Context, Result, TrainError};
@@ -45,6 +46,20 @@ pub struct StepReport {
     pub policy_rejected: Vec<f32>,
     /// Tokens the model read in the gradient pass(es) and the scoring pass.
     pub tokens: usize,
+}
+
+/// Runs `f`; while `dama_kernels::profile` is on, also times it as the span `name` (with a
+/// device synchronisation around it), so that a profile of a step is this very code's.
+fn phase<T>(device: &Device, name: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if !profile::enabled() {
+        return f();
+    }
+    let mut out = None;
+    profile::span(device, name, || {
+        out = Some(f());
+        Ok(())
+    })?;
+    out.expect("the span ran its closure")
 }
 
 fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -91,14 +106,21 @@ pub fn train_step(
 ) -> Result<StepReport> {
     let g = gradients(model, opt.params(), batch, refs, dama, state, settings)?;
     let grads = g.grads;
-    let (grad_norm, clip) =
-        clip_grad_norm(&grads, settings.max_grad_norm.unwrap_or(f64::INFINITY))?;
+    let device = model.device();
+    let (grad_norm, clip) = phase(device, "step.clip", || {
+        Ok(clip_grad_norm(
+            &grads,
+            settings.max_grad_norm.unwrap_or(f64::INFINITY),
+        )?)
+    })?;
     if !grad_norm.is_finite() {
         return Err(TrainError::Numerics(format!(
             "the gradient norm is {grad_norm}: the step would corrupt the weights"
         )));
     }
-    opt.step_clipped(&grads, lr, clip)?;
+    phase(device, "step.optimizer", || {
+        Ok(opt.step_clipped(&grads, lr, clip)?)
+    })?;
     Ok(StepReport {
         outcome: g.outcome,
         grad_norm,
@@ -125,21 +147,25 @@ pub fn gradients(
             settings.micro_batch
         )));
     }
-    let features = match &batch.images {
-        Images::Pixels(px) => model.image_features(px)?,
-        Images::Features(f) => f.clone(),
-    }
-    .contiguous()?;
+    let device = model.device();
+    let features = phase(device, "step.vision", || {
+        Ok(match &batch.images {
+            Images::Pixels(px) => model.image_features(px)?,
+            Images::Features(f) => f.clone(),
+        }
+        .contiguous()?)
+    })?;
     let batch = PairBatch {
         images: Images::Features(features.clone()),
         pairs: batch.pairs.clone(),
     };
     let mut acc = GradAccumulator::new(params.len());
-    let device = model.device();
 
     let single_pass = settings.micro_batch >= n;
     let (policy_chosen, policy_rejected, tracked) = if single_pass {
-        let logps = model.pair_logps(&batch, settings.shared_prefix)?;
+        let logps = phase(device, "step.forward", || {
+            Ok(model.pair_logps(&batch, settings.shared_prefix)?)
+        })?;
         (
             to_vec(&logps.chosen)?,
             to_vec(&logps.rejected)?,
@@ -149,8 +175,9 @@ pub fn gradients(
         let (mut pc, mut pr) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for start in (0..n).step_by(settings.micro_batch) {
             let len = settings.micro_batch.min(n - start);
-            let logps =
-                model.pair_logps_no_grad(&batch.narrow(start, len)?, settings.shared_prefix)?;
+            let logps = phase(device, "step.forward", || {
+                Ok(model.pair_logps_no_grad(&batch.narrow(start, len)?, settings.shared_prefix)?)
+            })?;
             pc.extend(to_vec(&logps.chosen)?);
             pr.extend(to_vec(&logps.rejected)?);
         }
@@ -173,8 +200,10 @@ pub fn gradients(
         Ok(((chosen - rejected)? * w)?.sum_all()?)
     };
     if let Some(logps) = tracked {
-        let loss = surrogate(&logps.chosen, &logps.rejected, outcome.grad_margins.clone())?;
-        acc.add(params, &loss.backward()?)?;
+        phase(device, "step.backward", || {
+            let loss = surrogate(&logps.chosen, &logps.rejected, outcome.grad_margins.clone())?;
+            Ok(acc.add(params, &loss.backward()?)?)
+        })?;
     } else {
         // Only pairs with a non-zero weight move the loss: masked pairs are not run again.
         let kept: Vec<usize> = (0..n).filter(|&i| outcome.grad_margins[i] != 0.0).collect();
@@ -189,10 +218,14 @@ pub fn gradients(
                 pairs: chunk.iter().map(|&i| batch.pairs[i].clone()).collect(),
             };
             tokens += tokens_of(&micro, settings.shared_prefix);
-            let logps = model.pair_logps(&micro, settings.shared_prefix)?;
+            let logps = phase(device, "step.forward", || {
+                Ok(model.pair_logps(&micro, settings.shared_prefix)?)
+            })?;
             let weights = chunk.iter().map(|&i| outcome.grad_margins[i]).collect();
-            let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
-            acc.add(params, &loss.backward()?)?;
+            phase(device, "step.backward", || {
+                let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
+                Ok(acc.add(params, &loss.backward()?)?)
+            })?;
         }
     }
 

@@ -1,33 +1,36 @@
-//! One full DAMA training step of a LLaVA-1.5-shaped model with random weights, the work of
-//! `../shared/bench/torch_dpo_step.py`: ViT-L/14-336 tower (frozen, forward), projector and
+//! One full DAMA training step of a LLaVA-1.5-shaped model with random weights, run by the
+//! trainer's own code (`dama_train::step::train_step`, what `dama-native train` runs), the work
+//! of `scripts/bench/torch_dpo_step.py`: ViT-L/14-336 tower (frozen, forward), projector and
 //! LLaMA language model fully trained, bf16, per-pair log-probs with the shared prefix, the
-//! DAMA maths of `dama-core`, backward of Σ wᵢ·hᵢ, AdamW. Random weights are drawn on the GPU
-//! (drawing 7B numbers on the host would take minutes of device time).
+//! DAMA maths of `dama-core`, backward of Σ wᵢ·hᵢ, clipping at 1.0, AdamW. Random weights are
+//! drawn on the GPU (drawing 7B numbers on the host would take minutes of device time).
 //!
-//! The optimizer (`--optim`): `fused` (the default) is the product's semantics, fp32 master
-//! weights and fp32 moments updated by `dama_kernels::adamw` (one kernel per variable, the
-//! bf16 gradients read as they are); `fused-sr` the same kernel with no master copy, the bf16
-//! weights their own master rounded stochastically (`Master::StochasticBf16`, fp32 moments:
-//! 8 bytes of state per parameter instead of 12, what fits 7b); `candle` is `candle_nn::AdamW` (moments in bf16, no
-//! master, ~15 element-wise kernels per variable), for comparison.
+//! The optimizer (`--optim`): `fused` (the default) is the product's `--optim-master f32`, fp32
+//! master weights and fp32 moments (`dama_train::optim::AdamW`); `fused-sr` its
+//! `--optim-master bf16-sr`, no master copy, the bf16 weights their own master rounded
+//! stochastically (8 bytes of state per parameter instead of 12: what fits 7b); `candle` is
+//! `candle_nn::AdamW` (moments in bf16, no master) after the trainer's own gradients, for
+//! comparison.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Result, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{Optimizer, ParamsAdamW};
 use dama_clip::config::ClipVisionConfig;
-use dama_core::{DamaConfig, DamaState, StepInput};
-use dama_kernels::adamw::{AdamWState, AdamWStep, Master};
+use dama_core::{DamaConfig, DamaState};
 use dama_llava::{
     Checkpoint, EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel,
     LoadOptions, PairBatch, Trainable,
 };
+use dama_train::optim::{AdamW, AdamWConfig, Master, Param};
+use dama_train::step::{BatchRefs, StepSettings, gradients, train_step};
 use serde_json::json;
 
-/// H100 SXM dense bf16 peak, the anchor script's MFU denominator.
+/// H100 SXM dense bf16 peak, the MFU denominator (the anchor script's too).
 const PEAK_BF16: f64 = 989.4e12;
 const IMAGE_TOKEN: u32 = 32000;
 
@@ -36,7 +39,7 @@ fn config(lm: &str) -> Result<LlavaConfig> {
         "7b" => (4096, 11008, 32, 32, 32),
         "1b" => (2048, 5632, 22, 32, 4),
         "tiny" => (64, 128, 2, 4, 2),
-        other => candle_core::bail!("unknown model shape {other} (1b, 7b, tiny)"),
+        other => anyhow::bail!("unknown model shape {other} (1b, 7b, tiny)"),
     };
     let vision = if lm == "tiny" {
         json!({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -53,16 +56,17 @@ fn config(lm: &str) -> Result<LlavaConfig> {
                         "num_hidden_layers": layers, "num_attention_heads": heads,
                         "num_key_value_heads": kv, "vocab_size": 32064, "rms_norm_eps": 1e-5}
     });
-    LlavaConfig::from_json_str(&cfg.to_string(), Path::new("gpu_bench step config"))
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    Ok(LlavaConfig::from_json_str(
+        &cfg.to_string(),
+        Path::new("gpu_bench step config"),
+    )?)
 }
 
 /// Random weights in the llava-hf layout, drawn on `dev` in bf16: matrices N(0, 1/fan_in),
 /// embeddings N(0, 1), norm scales N(1, 0.1²), biases N(0, 0.1²). Trainable ones (projector,
 /// language model) are made `Var`s here, so that loading them makes no second copy.
 fn random_weights(cfg: &LlavaConfig, dev: &Device) -> Result<(HashMap<String, Tensor>, usize)> {
-    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())?;
     let mut map = HashMap::new();
     let mut vit_params = 0usize;
     let mut add = |name: String, shape: &[usize], kind: u8, trainable: bool| -> Result<()> {
@@ -242,44 +246,35 @@ fn used_gib() -> Option<f64> {
     None
 }
 
-/// The optimizer of the bench step (lr 5e-7, betas 0.9 / 0.999, eps 1e-8, no weight decay).
-pub enum Optim {
-    /// fp32 master + fp32 moments, `dama_kernels::adamw` (the product's semantics), or
-    /// (`fused-sr`) bf16 weights as their own master with stochastic rounding + fp32 moments.
-    Fused {
-        vars: Vec<(Var, AdamWState)>,
-        steps: u64,
-    },
-    /// `candle_nn::AdamW`: moments in the variables' dtype (bf16), no master; its state bytes.
-    Candle(AdamW, usize),
-}
-
+/// The bench step's learning rate (the paper's); betas 0.9 / 0.999, eps 1e-8, no weight decay.
 const LR: f64 = 5e-7;
 
+/// The optimizer of the bench step.
+pub enum Optim {
+    /// The product's AdamW: `fused` (fp32 masters and moments) or `fused-sr` (the bf16
+    /// weights their own master, stochastic rounding, fp32 moments).
+    Product(AdamW),
+    /// `candle_nn::AdamW` (moments in the variables' dtype, no master) after the product's
+    /// gradients; with its variables and its state bytes.
+    Candle {
+        opt: candle_nn::AdamW,
+        params: Vec<Param>,
+        bytes: usize,
+    },
+}
+
 impl Optim {
-    pub fn new(kind: &str, vars: Vec<Var>) -> Result<Self> {
-        match kind {
-            "fused" | "fused-sr" => Ok(Self::Fused {
-                vars: vars
-                    .into_iter()
-                    .map(|v| {
-                        let master = if kind == "fused-sr" {
-                            Master::StochasticBf16 { seed: 0 }
-                        } else {
-                            Master::F32
-                        };
-                        let s = AdamWState::with_master(v.as_tensor(), master)?;
-                        Ok((v, s))
-                    })
-                    .collect::<Result<_>>()?,
-                steps: 0,
-            }),
+    pub fn new(kind: &str, params: Vec<Param>) -> Result<Self> {
+        let master = match kind {
+            "fused" => Master::F32,
+            "fused-sr" => Master::StochasticBf16 { seed: 0 },
             "candle" => {
-                let bytes = vars
+                let bytes = params
                     .iter()
-                    .map(|v| 2 * v.elem_count() * v.dtype().size_in_bytes())
+                    .map(|p| 2 * p.var.elem_count() * p.var.dtype().size_in_bytes())
                     .sum();
-                let opt = AdamW::new(
+                let vars = params.iter().map(|p| p.var.clone()).collect();
+                let opt = candle_nn::AdamW::new(
                     vars,
                     ParamsAdamW {
                         lr: LR,
@@ -287,44 +282,65 @@ impl Optim {
                         ..Default::default()
                     },
                 )?;
-                Ok(Self::Candle(opt, bytes))
+                return Ok(Self::Candle { opt, params, bytes });
             }
-            other => candle_core::bail!("unknown optimizer {other} (fused, fused-sr, candle)"),
-        }
-    }
-
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        match self {
-            Self::Fused { vars, steps } => {
-                *steps += 1;
-                // the product's step: the global norm, clipping at 1.0 inside the update
-                let present: Vec<&Tensor> = vars
-                    .iter()
-                    .filter_map(|(v, _)| grads.get(v.as_tensor()))
-                    .collect();
-                let (_, clip) = dama_kernels::adamw::clip_grad_norm(&present, 1.0)?;
-                let mut step = AdamWStep::new(LR, 0.9, 0.999, 1e-8, 0.0, *steps);
-                if let Some(c) = clip {
-                    step = step.with_grad_scale(c);
-                }
-                for (var, state) in vars.iter() {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        state.update(var, g, &step)?;
-                    }
-                }
-                Ok(())
-            }
-            Self::Candle(opt, _) => opt.step(grads),
-        }
+            other => anyhow::bail!("unknown optimizer {other} (fused, fused-sr, candle)"),
+        };
+        let cfg = AdamWConfig {
+            master,
+            ..AdamWConfig::default()
+        };
+        Ok(Self::Product(AdamW::new(params, cfg)?))
     }
 
     /// Bytes of optimizer state on the device.
     pub fn state_bytes(&self) -> usize {
         match self {
-            Self::Fused { vars, .. } => vars.iter().map(|(_, s)| 4 * s.buffer().elem_count()).sum(),
-            Self::Candle(_, bytes) => *bytes,
+            Self::Product(opt) => opt.state_bytes(),
+            Self::Candle { bytes, .. } => *bytes,
         }
     }
+
+    /// One training step: the product's `train_step` (scoring, DAMA maths, backward, the
+    /// global norm, clipping inside the update), or its gradients and candle's update.
+    fn step(&mut self, model: &LlavaModel, batch: &PairBatch, step: &StepArgs<'_>) -> Result<()> {
+        let StepArgs {
+            refs,
+            dama,
+            settings,
+        } = step;
+        let mut state = step_state();
+        match self {
+            Self::Product(opt) => {
+                train_step(model, opt, batch, *refs, dama, &mut state, settings, LR)?;
+            }
+            Self::Candle { opt, params, .. } => {
+                let g = gradients(model, params, batch, *refs, dama, &mut state, settings)?;
+                let mut store = GradStore::default();
+                for (p, grad) in params.iter().zip(g.grads) {
+                    if let Some(grad) = grad {
+                        store.insert(p.var.as_tensor(), grad);
+                    }
+                }
+                opt.step(&store)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What every bench step gets: the batch's reference log-probs and α_D, the DAMA settings,
+/// the step settings (one micro-batch, shared prefix, clipping at 1.0).
+struct StepArgs<'a> {
+    refs: BatchRefs<'a>,
+    dama: DamaConfig<f32>,
+    settings: StepSettings,
+}
+
+/// ḡ and the sampling stream of a first step: every bench step starts from it, so that each
+/// keeps the same pairs.
+fn step_state() -> DamaState<f32> {
+    DamaState::new(0)
 }
 
 pub fn run(
@@ -349,8 +365,7 @@ pub fn run(
         cfg.clone(),
         Checkpoint::from_tensors(weights, "random (GPU)"),
         &opts,
-    )
-    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    )?;
     model.set_layer_backward(layer_backward);
     model.set_activation_checkpointing(activation_checkpointing);
     dev.synchronize()?;
@@ -358,9 +373,16 @@ pub fn run(
         "llava-{lm}: random weights on the GPU in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let vars: Vec<Var> = model.trainable_vars().values().cloned().collect();
-    let n_train: usize = vars.iter().map(|v| v.elem_count()).sum();
-    let mut opt = Optim::new(optim, vars)?;
+    let params: Vec<Param> = model
+        .trainable_vars()
+        .iter()
+        .map(|(name, var)| Param {
+            name: name.clone(),
+            var: var.clone(),
+        })
+        .collect();
+    let n_train: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    let mut opt = Optim::new(optim, params)?;
     dev.synchronize()?;
     eprintln!(
         "optimizer {optim}: {:.1} GiB of state, {:.1} GiB in use",
@@ -371,34 +393,24 @@ pub fn run(
     let rc: Vec<f32> = (0..pairs).map(|i| -200.0 - (i % 7) as f32).collect();
     let rr: Vec<f32> = (0..pairs).map(|i| -200.5 - (i % 5) as f32).collect();
     let alpha_d: Vec<f32> = (0..pairs).map(|i| 0.5 + (i % 10) as f32 / 10.0).collect();
-    let dama = DamaConfig::<f32>::default();
-    let mut state = DamaState::<f32>::new(0);
+    let step_args = StepArgs {
+        refs: BatchRefs {
+            ref_chosen: &rc,
+            ref_rejected: &rr,
+            alpha_d: Some(&alpha_d),
+        },
+        dama: DamaConfig::default(),
+        settings: StepSettings {
+            micro_batch: pairs,
+            shared_prefix: true,
+            max_grad_norm: Some(1.0),
+        },
+    };
     let (mut times, mut peak) = (Vec::new(), 0f64);
     for s in 0..steps + 2 {
         dev.synchronize()?;
         let t = Instant::now();
-        let lp = model
-            .pair_logps(&batch, true)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let (pc, pr) = (lp.chosen.to_vec1::<f32>()?, lp.rejected.to_vec1::<f32>()?);
-        let out = dama_core::step(
-            &dama,
-            &mut state,
-            &StepInput {
-                policy_chosen: &pc,
-                policy_rejected: &pr,
-                ref_chosen: &rc,
-                ref_rejected: &rr,
-                alpha_d: Some(&alpha_d),
-                forced_mask: None,
-            },
-        )
-        .map_err(|e| candle_core::Error::Msg(format!("{e:?}")))?;
-        let w = Tensor::from_vec(out.grad_margins, pairs, dev)?;
-        let objective = ((&lp.chosen - &lp.rejected)? * w)?.sum_all()?;
-        let grads = objective.backward()?;
-        opt.step(&grads)?;
-        drop(grads);
+        opt.step(&model, &batch, &step_args)?;
         dev.synchronize()?;
         peak = peak.max(used_gib().unwrap_or(0.0));
         if s >= 2 {
@@ -407,25 +419,21 @@ pub fn run(
     }
     times.sort_by(f64::total_cmp);
     let step = times[times.len() / 2];
-    let phases = phases(
-        dev,
-        &model,
-        &mut opt,
-        &batch,
-        &dama,
-        &mut state,
-        (&rc, &rr, &alpha_d),
-    )?;
-    let profile = profiled(dev, &model, &batch)?;
-    // The anchor's FLOP count for its own token count (2·pairs rows of 576 + text_len tokens),
-    // so the two MFUs compare the same useful work; our shared prefix runs fewer tokens.
+    let reference_ms = reference_pass_ms(dev, &model, &batch)?;
+    let (phases, profile) = profiled(dev, &model, &mut opt, &batch, &step_args)?;
     let t = &cfg.text;
     let seq = 576 + text_len;
-    let toks = (2 * pairs * seq) as f64;
-    let emb = (t.vocab_size * t.hidden_size) as f64;
-    let flops_lm = 6.0 * (n_train as f64 - emb) * toks
-        + 6.0 * 2.0 * (t.num_hidden_layers * t.hidden_size * seq) as f64 * toks / 2.0;
-    let flops_vit = 2.0 * vit_params as f64 * 577.0 * (2 * pairs) as f64;
+    let flops = Flops {
+        pairs,
+        seq,
+        answer: text_len / 2,
+        vocab: t.vocab_size,
+        hidden: t.hidden_size,
+        layers: t.num_hidden_layers,
+        projector: cfg.projector_in() * t.hidden_size + t.hidden_size * t.hidden_size,
+        trainable: n_train,
+        vision: vit_params,
+    };
     let lm_tokens = pairs * (seq + text_len / 2);
     println!(
         "{}",
@@ -438,145 +446,137 @@ pub fn run(
                "pairs_per_step": pairs, "seq_len": seq,
                "trainable_params": n_train, "step_s": step, "pairs_per_s": pairs as f64 / step,
                "lm_tokens_per_step_shared_prefix": lm_tokens,
-               "mfu_vs_989_anchor_flops": (flops_lm + flops_vit) / step / PEAK_BF16,
+               "step_flops_executed": flops.executed(),
+               "mfu_executed": flops.executed() / step / PEAK_BF16,
+               "mfu_vs_989_anchor_flops": flops.anchor() / step / PEAK_BF16,
                "device_mem_used_gib_max_after_step": peak,
-               "phases_ms": {"vision": phases.vision, "reference": phases.reference,
+               "phases_ms": {"vision": phases.vision, "reference": reference_ms,
                              "policy_forward": phases.forward, "backward": phases.backward,
                              "optimizer": phases.optimizer},
                "phases_step_sum_ms": phases.vision + phases.forward + phases.backward + phases.optimizer,
                // the anchor's reference pass: tower + forward over 2·pairs sequences
-               "ref_logp_seqs_per_s": (2 * pairs) as f64 / ((phases.vision + phases.reference) / 1e3),
-               "mem_gib_after_forward": phases.mem_after_forward,
+               "ref_logp_seqs_per_s": (2 * pairs) as f64 / ((phases.vision + reference_ms) / 1e3),
                "profile": profile})
     );
     Ok(())
 }
 
-/// Milliseconds per phase of one step, and the device memory in use after the forward (GiB).
+/// The FLOPs of one bench step (multiply-adds count 2).
+struct Flops {
+    pairs: usize,
+    /// Tokens of one full sequence (576 image tokens + text).
+    seq: usize,
+    /// Tokens of each answer (the rest is the shared prefix).
+    answer: usize,
+    vocab: usize,
+    hidden: usize,
+    layers: usize,
+    projector: usize,
+    trainable: usize,
+    vision: usize,
+}
+
+impl Flops {
+    /// What dama executes: the tower forward once per pair (576 + 1 tokens); the projector on
+    /// the 576 image tokens; the decoder's linear layers forward + backward (6 per parameter and
+    /// token) over the shared prefix once and each answer once; causal attention over exactly
+    /// the keys each query sees (4·d per key and layer forward, twice that backward); the head
+    /// only on the scored answer tokens (the chunked head computes no other logits).
+    fn executed(&self) -> f64 {
+        let (p, a) = ((self.seq - self.answer) as f64, self.answer as f64);
+        let tokens = p + 2.0 * a;
+        let emb = (self.vocab * self.hidden) as f64;
+        let decoder = self.trainable as f64 - 2.0 * emb - self.projector as f64;
+        let keys = p * (p + 1.0) / 2.0 + 2.0 * (a * p + a * (a + 1.0) / 2.0);
+        let per_pair = 6.0 * decoder * tokens
+            + 6.0 * emb * 2.0 * a
+            + 12.0 * (self.layers * self.hidden) as f64 * keys
+            + 6.0 * self.projector as f64 * 576.0
+            + 2.0 * self.vision as f64 * 577.0;
+        per_pair * self.pairs as f64
+    }
+
+    /// The anchor script's count for its own work (2·pairs full sequences, every token through
+    /// every trainable weight, the tower twice): comparable with its MFU, not with dama's work.
+    fn anchor(&self) -> f64 {
+        let toks = (2 * self.pairs * self.seq) as f64;
+        let emb = (self.vocab * self.hidden) as f64;
+        6.0 * (self.trainable as f64 - emb) * toks
+            + 6.0 * 2.0 * (self.layers * self.hidden * self.seq) as f64 * toks / 2.0
+            + 2.0 * self.vision as f64 * 577.0 * (2 * self.pairs) as f64
+    }
+}
+
+/// Milliseconds per phase of one step, from the trainer's own spans (`step.vision`,
+/// `step.forward`, `step.backward`, `step.clip` + `step.optimizer`).
 struct Phases {
     vision: f64,
-    reference: f64,
     forward: f64,
     backward: f64,
     optimizer: f64,
-    mem_after_forward: Option<f64>,
 }
 
-/// One more step, timed phase by phase with a device synchronisation between phases (so it
-/// is a little slower than the measured steps, which overlap the host and the device):
-/// the vision tower, a reference pass without a graph (the work of precomputing reference
-/// log-probs, here on the policy's weights), the policy forward with the DAMA maths, the
-/// backward, the AdamW update.
-fn phases(
-    dev: &Device,
-    model: &LlavaModel,
-    opt: &mut Optim,
-    batch: &PairBatch,
-    dama: &DamaConfig<f32>,
-    state: &mut DamaState<f32>,
-    (rc, rr, alpha_d): (&[f32], &[f32], &[f32]),
-) -> Result<Phases> {
-    let err = |e: dama_llava::LlavaError| candle_core::Error::Msg(e.to_string());
-    let mut ms = std::collections::BTreeMap::new();
-    let mut lap = |name: &'static str, t: &mut Instant| -> Result<()> {
-        dev.synchronize()?;
-        ms.insert(name, t.elapsed().as_secs_f64() * 1e3);
-        *t = Instant::now();
-        Ok(())
+/// The reference pass of the batch's pairs (no graph; the work of precomputing reference
+/// log-probs, here on the policy's weights): tower excluded, milliseconds.
+fn reference_pass_ms(dev: &Device, model: &LlavaModel, batch: &PairBatch) -> Result<f64> {
+    let Images::Pixels(px) = &batch.images else {
+        anyhow::bail!("step: the batch carries pixels")
+    };
+    let with_features = PairBatch {
+        images: Images::Features(model.image_features(px)?),
+        pairs: batch.pairs.clone(),
     };
     dev.synchronize()?;
-    let mut t = Instant::now();
-    let with_features = features_batch(model, batch)?;
-    lap("vision", &mut t)?;
-    let reference = model
-        .pair_logps_no_grad(&with_features, true)
-        .map_err(err)?;
+    let t = Instant::now();
+    let reference = model.pair_logps_no_grad(&with_features, true)?;
     let _ = (
         reference.chosen.to_vec1::<f32>()?,
         reference.rejected.to_vec1::<f32>()?,
     );
-    drop(reference);
-    lap("reference", &mut t)?;
-    let lp = model.pair_logps(&with_features, true).map_err(err)?;
-    let (pc, pr) = (lp.chosen.to_vec1::<f32>()?, lp.rejected.to_vec1::<f32>()?);
-    let out = dama_core::step(
-        dama,
-        state,
-        &StepInput {
-            policy_chosen: &pc,
-            policy_rejected: &pr,
-            ref_chosen: rc,
-            ref_rejected: rr,
-            alpha_d: Some(alpha_d),
-            forced_mask: None,
-        },
-    )
-    .map_err(|e| candle_core::Error::Msg(format!("{e:?}")))?;
-    let w = Tensor::from_vec(out.grad_margins, pc.len(), dev)?;
-    let objective = ((&lp.chosen - &lp.rejected)? * w)?.sum_all()?;
-    lap("policy_forward", &mut t)?;
-    let mem_after_forward = used_gib();
-    let grads = objective.backward()?;
-    lap("backward", &mut t)?;
-    opt.step(&grads)?;
-    drop(grads);
-    lap("optimizer", &mut t)?;
-    Ok(Phases {
-        vision: ms["vision"],
-        reference: ms["reference"],
-        forward: ms["policy_forward"],
-        backward: ms["backward"],
-        optimizer: ms["optimizer"],
-        mem_after_forward,
-    })
+    Ok(t.elapsed().as_secs_f64() * 1e3)
 }
 
-/// One more forward + backward (no optimizer) with `dama_kernels::profile` spans on: every
-/// decoder-layer stage, the embedding and the head, each summed over the layers, with a
-/// device synchronisation around each; `other` is what the spans do not cover (in the
-/// backward: candle's graph walk, the per-parameter gradient sums, the projector).
-fn profiled(dev: &Device, model: &LlavaModel, batch: &PairBatch) -> Result<serde_json::Value> {
-    let err = |e: dama_llava::LlavaError| candle_core::Error::Msg(e.to_string());
-    let with_features = features_batch(model, batch)?;
+/// One more step with `dama_kernels::profile` on: the step's phases and, inside them, every
+/// decoder-layer stage, the embedding and the head summed over the layers, a device
+/// synchronisation around each (so it runs a little slower than the measured steps). `other`
+/// is what the stage spans do not cover (in the backward: candle's graph walk, the gradient
+/// sums, the projector).
+fn profiled(
+    dev: &Device,
+    model: &LlavaModel,
+    opt: &mut Optim,
+    batch: &PairBatch,
+    step: &StepArgs<'_>,
+) -> Result<(Phases, serde_json::Value)> {
     dev.synchronize()?;
     dama_kernels::profile::take();
     dama_kernels::profile::set_enabled(true);
-    let t = Instant::now();
-    let lp = model.pair_logps(&with_features, true).map_err(err)?;
-    let objective = (lp.chosen.sum_all()? - lp.rejected.sum_all()?)?;
-    dev.synchronize()?;
-    let fwd = dama_kernels::profile::take();
-    let fwd_ms = t.elapsed().as_secs_f64() * 1e3;
-    let t = Instant::now();
-    let grads = objective.backward()?;
-    dev.synchronize()?;
-    let bwd_ms = t.elapsed().as_secs_f64() * 1e3;
+    let ran = opt.step(model, batch, step);
     dama_kernels::profile::set_enabled(false);
-    let bwd = dama_kernels::profile::take();
-    drop(grads);
-    let table = |spans: &[dama_kernels::profile::Span], total: f64| {
-        let covered: f64 = spans.iter().map(|s| s.ms).sum();
-        let mut rows: Vec<serde_json::Value> = spans
+    ran?;
+    let spans = dama_kernels::profile::take();
+    let ms = |name: &str| -> f64 { spans.iter().filter(|s| s.name == name).map(|s| s.ms).sum() };
+    let phases = Phases {
+        vision: ms("step.vision"),
+        forward: ms("step.forward"),
+        backward: ms("step.backward"),
+        optimizer: ms("step.clip") + ms("step.optimizer"),
+    };
+    let is_backward = |n: &str| n.starts_with("bwd.") || n.ends_with(".bwd");
+    let table = |backward: bool, total: f64| {
+        let rows: Vec<&dama_kernels::profile::Span> = spans
+            .iter()
+            .filter(|s| !s.name.starts_with("step.") && is_backward(s.name) == backward)
+            .collect();
+        let covered: f64 = rows.iter().map(|s| s.ms).sum();
+        let mut out: Vec<serde_json::Value> = rows
             .iter()
             .map(|s| json!({"span": s.name, "calls": s.calls, "ms": s.ms}))
             .collect();
-        rows.push(json!({"span": "other", "calls": 0, "ms": total - covered}));
-        json!({"total_ms": total, "spans": rows})
+        out.push(json!({"span": "other", "calls": 0, "ms": total - covered}));
+        json!({"total_ms": total, "spans": out})
     };
-    Ok(json!({"forward": table(&fwd, fwd_ms), "backward": table(&bwd, bwd_ms)}))
-}
-
-/// `batch` with its pixels run through the (frozen) vision tower.
-fn features_batch(model: &LlavaModel, batch: &PairBatch) -> Result<PairBatch> {
-    let Images::Pixels(px) = &batch.images else {
-        candle_core::bail!("step: the batch carries pixels")
-    };
-    Ok(PairBatch {
-        images: Images::Features(
-            model
-                .image_features(px)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-        ),
-        pairs: batch.pairs.clone(),
-    })
+    let profile = json!({"forward": table(false, phases.forward),
+                         "backward": table(true, phases.backward)});
+    Ok((phases, profile))
 }

@@ -6,7 +6,7 @@ use candle_core::{D, DType, Device, Result, Tensor, Var};
 use dama_kernels::AttnMask;
 use serde_json::json;
 
-use crate::ops::{randn, rope_tables};
+use dama_bench::ops::{randn, rope_tables};
 
 type Op<'a> = &'a dyn Fn(&[Tensor], &Device) -> Result<Tensor>;
 

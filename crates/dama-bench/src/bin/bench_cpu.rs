@@ -4,16 +4,14 @@
 //! scored tokens), plus one whole decoder layer built either way.
 //!
 //! ```text
-//! cargo run -p dama-kernels --release --example bench_cpu -- [--iters N] [--dtype f32|bf16]
+//! cargo run -p dama-bench --release --bin bench_cpu -- [--iters N] [--dtype f32|bf16]
 //! ```
 //!
 //! The whole-model numbers (forward + backward of a pair, before and after the swap) come from
 //! dama-llava's `bench_pair`; see this crate's README.
 
-#[path = "common/ops.rs"]
-mod ops;
-
 use candle_core::{DType, Device};
+use dama_bench::ops;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -16,7 +16,7 @@ use dama_llava::linear::Linear;
 use dama_llava::llama::AttentionInputs;
 use serde_json::json;
 
-use crate::ops::{rope_tables, var};
+use dama_bench::ops::{rope_tables, var};
 
 /// The probe's shape; `small` is a CPU-sized stand-in that exercises the same code.
 #[derive(Clone, Copy)]

@@ -21,16 +21,13 @@
 //! `--cpu` runs on the CPU instead (no GPU needed): `check --cpu` exercises the harness (CPU
 //! against itself), `step --model tiny --cpu` the whole step on a tiny model.
 
-#[path = "../common/ops.rs"]
-#[allow(dead_code)]
-mod ops;
-
 mod block;
 mod check;
 mod llava_check;
 mod step;
 
 use candle_core::{DType, Device};
+use dama_bench::ops;
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
