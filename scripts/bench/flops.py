@@ -120,3 +120,11 @@ def torch_step_flops(lm, pairs, vision_once, text_len=TEXT_LEN):
 
 def mfu(flops, step_s, peak=PEAK_BF16):
     return flops / step_s / peak
+
+
+def block_flops(b=8, t=736, d=2048, ffn=5632, vocab=32064, scored=80):
+    """The block probe's executed FLOPs (torch_block.py / gpu_bench block): the seven
+    projections on b·t tokens, causal attention, the tied head on b·scored rows, all trained.
+    (The probes' own `tflops` field uses a nominal formula instead: full t² scores, no head.)"""
+    return (6 * (4 * d * d + 3 * d * ffn) * b * t + 12 * d * b * t * (t + 1) // 2
+            + 6 * vocab * d * b * scored)
