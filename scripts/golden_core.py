@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent float64 reference of the DAMA loss maths (SPEC.md) and golden-fixture generator.
+"""Independent float64 reference of the DAMA loss maths (docs/SPEC.md) and golden-fixture generator.
 
 Writes, under crates/dama-core/tests/golden/:
   explain_in.jsonl   one batch step per line (inputs)

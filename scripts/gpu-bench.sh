@@ -4,11 +4,12 @@
 #
 # Here (CPU machine), once:
 #   source ../shared/cuda/setup-cuda13.sh
-#   cargo build --release -p dama-kernels --features cuda --example gpu_bench
+#   cargo build --release -p dama-bench --features cuda --bin gpu_bench
 #   cargo build --release -p dama-native --features cuda        # optional, for stage demo
 #   scripts/gpu-bench.sh --prepare [GPU_BENCH [DAMA_NATIVE]]
-#       strips + gzips the binaries (dama-native only if built with CUDA) and copies
-#       ../shared/bench into .gpu/ (ignored through .git/info/exclude)
+#       strips + gzips the binaries (dama-native only if built with CUDA) and copies the
+#       PyTorch side, scripts/bench/*.py (see scripts/bench/README.md), into .gpu/bench/
+#       (.gpu/ is ignored through .git/info/exclude)
 # There (device tool), in the repository root, carrying .gpu:
 #   run(command="scripts/gpu-bench.sh", carry=[".gpu"], timeout_s=600)
 #   STAGES="check block" scripts/gpu-bench.sh        # a subset (default: all, in this order)
@@ -82,9 +83,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 gpu="$root/.gpu"
 
 if [ "${1:-}" = "--prepare" ]; then
-    bin="${2:-$root/target/release/examples/gpu_bench}"
-    [ -x "$bin" ] || bin="$root/target/debug/examples/gpu_bench"
-    [ -x "$bin" ] || { echo "gpu-bench: build the gpu_bench example with --features cuda first" >&2; exit 1; }
+    bin="${2:-$root/target/release/gpu_bench}"
+    [ -x "$bin" ] || bin="$root/target/debug/gpu_bench"
+    [ -x "$bin" ] || { echo "gpu-bench: build the gpu_bench binary (dama-bench) with --features cuda first" >&2; exit 1; }
     mkdir -p "$gpu/bench"
     # a CUDA build embeds dama-kernels' PTX (attention_mma.cu's mma.sync)
     is_cuda() { grep -aq 'mma.sync.aligned' "$1"; }
@@ -112,8 +113,9 @@ if [ "${1:-}" = "--prepare" ]; then
     else
         echo "gpu-bench: no dama-native built with --features cuda (stage demo will be skipped)"
     fi
-    cp -f "$root/../shared/bench/"*.py "$gpu/bench/"
-    exclude="$root/.git/info/exclude"
+    cp -f "$root/scripts/bench/"*.py "$gpu/bench/"
+    exclude=$(git -C "$root" rev-parse --path-format=absolute --git-path info/exclude)
+    mkdir -p "$(dirname "$exclude")"
     grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >> "$exclude"
     ls -la "$gpu" "$gpu/bench"
     du -sh "$gpu"

@@ -1,5 +1,5 @@
 //! `dama-native score` against transformers: a tiny random CLIP scores a small dataset whose
-//! sub-sentences are given; δ, δ̄ and α_D must equal SPEC.md's formulas applied to
+//! sub-sentences are given; δ, δ̄ and α_D must equal docs/SPEC.md's formulas applied to
 //! transformers' `logits_per_image` (scripts/fixtures/score.py).
 
 use std::path::{Path, PathBuf};

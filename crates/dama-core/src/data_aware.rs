@@ -27,7 +27,8 @@ crate::named!(Estimator, "estimator", {
     RawRatio => "raw_ratio",
 });
 
-/// Which answer had no sub-sentence. Such pairs get a fixed δ (SPEC.md, "Edge cases") and are
+/// Which answer had no sub-sentence. Such pairs get a fixed δ (docs/SPEC.md, section 3, "Edge
+/// cases") and are
 /// counted, never dropped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,14 +3,15 @@
 //! compute exactly the same numbers from one implementation.
 //!
 //! - [`data_aware`]: δ from CLIP sub-sentence scores (Eqs. 3–5), δ̄, α_D (Eq. 6), hardness bands.
-//! - [`model_aware`]: the `official` and `paper` presets of the mask M, α_M and the EMA ḡ
+//! - [`model_aware`](mod@model_aware): the `official` and `paper` presets of the mask M, α_M and the EMA ḡ
 //!   (Eqs. 8–14), with the filter ablation and K.
 //! - [`combine`]: modes dpo / d2po / mdpo / dama, α = α_D·α_M or a weighted sum, the β clamp.
 //! - [`loss`]: the masked per-pair-β DPO loss and ∂L/∂h_i.
-//! - [`step`]: all of it for one global batch, with the statistics to log.
+//! - [`step`](mod@step): all of it for one global batch, with the statistics to log.
 //!
-//! `../shared/SPEC.md` (and the README's maths section) is the contract these modules implement;
-//! equation numbers in the docs are the paper's.
+//! The contract these modules implement is `docs/SPEC.md` at the repository root, rendered here
+//! as the [`spec`] page: every formula, both presets, the edge cases, the numerics and the
+//! gradient-accumulation and data-parallel rules. Equation numbers in the docs are the paper's.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -29,6 +30,9 @@ pub mod rng;
 pub mod sampling;
 pub mod stats;
 pub mod step;
+
+#[doc = include_str!("../../../docs/SPEC.md")]
+pub mod spec {}
 
 pub use combine::{BETA_MIN, Combine, Mode, pair_beta};
 pub use data_aware::{

@@ -3,8 +3,8 @@
 //!
 //! β and M carry no gradient, so ∂L/∂h_i is a closed form. The trainer backpropagates
 //! Σ_i (∂L/∂h_i)·h_i(θ) with these numbers held fixed: the same gradient as the loss itself,
-//! which is what lets a global batch be split into micro-batches (SPEC.md, "Gradient
-//! accumulation").
+//! which is what lets a global batch be split into micro-batches (docs/SPEC.md,
+//! "Gradient accumulation").
 
 use alloc::vec::Vec;
 

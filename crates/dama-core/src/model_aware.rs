@@ -2,7 +2,7 @@
 //! mask M), how responsive the model is right now (α_M), and the moving average ḡ of the
 //! reward gap that both are measured against.
 //!
-//! Two presets, because the paper and the authors' released code disagree (SPEC.md):
+//! Two presets, because the paper and the authors' released code disagree (docs/SPEC.md, section 4):
 //! `official` works on the unscaled margin A_i = h_i and samples the kept pairs at random with
 //! weights exp(−½(A_i − ḡ)²); `paper` follows Eqs. 8–14 literally, with R_i = β·h_i normalised
 //! by ḡ and a deterministic "K nearest to ḡ" rule.

@@ -1,7 +1,7 @@
 //! Scalar numerics shared by every formula.
 //!
 //! Everything in this crate is generic over [`Real`] (f32 or f64): the trainer computes per-pair
-//! values in f32 as SPEC.md asks, the golden tests and people checking our numbers use f64. The
+//! values in f32 as docs/SPEC.md asks, the golden tests and people checking our numbers use f64. The
 //! sigmoid family is written so that it neither overflows nor loses the tails at |x| = 1e4.
 //!
 //! The transcendental functions are `libm`'s, called by name, never `f64::exp`: std's call the
@@ -84,7 +84,7 @@ pub fn sigmoid<F: Real>(x: F) -> F {
     }
 }
 
-/// log σ(x) = min(x, 0) − log1p(e^−|x|) (SPEC.md, Numerics): exact to the last bit in both
+/// log σ(x) = min(x, 0) − log1p(e^−|x|) (docs/SPEC.md, "Numerics"): exact to the last bit in both
 /// tails, where `σ(x).ln()` would return −inf for x ≪ 0.
 #[inline]
 pub fn log_sigmoid<F: Real>(x: F) -> F {

@@ -1,4 +1,4 @@
-//! Per-step statistics SPEC.md asks the trainer to log (the paper's Figs. 7–9 are made of them).
+//! Per-step statistics docs/SPEC.md asks the trainer to log (the paper's Figs. 7–9 are made of them).
 
 use serde::{Deserialize, Serialize};
 

@@ -133,7 +133,7 @@ pub struct StepOutcome<F> {
     pub stats: StepStats<F>,
 }
 
-/// The statistics SPEC.md says to log every step.
+/// The statistics docs/SPEC.md says to log every step.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StepStats<F> {
     /// β·α_D,i over all N pairs, before the clamp.

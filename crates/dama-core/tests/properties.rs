@@ -1,4 +1,4 @@
-//! Property tests of the DAMA maths: invariants SPEC.md implies, on random batches.
+//! Property tests of the DAMA maths: invariants docs/SPEC.md implies, on random batches.
 
 use dama_core::{
     Combine, DamaConfig, DamaState, Estimator, Filter, Mode, Preset, Sampling, StepInput,

@@ -1,4 +1,4 @@
-//! One optimisation step over a global batch of N pairs (SPEC.md, "Gradient accumulation").
+//! One optimisation step over a global batch of N pairs (docs/SPEC.md, "Gradient accumulation").
 //!
 //! β_C and the mask depend on the whole global batch, so the batch is scored first; dama-core
 //! turns the margins into the loss and ∂L/∂h_i; then the policy is run again with gradients and

@@ -1,5 +1,5 @@
 //! The explain example against the golden file of `scripts/golden_core.py` (an independent
-//! numpy implementation of SPEC.md), and its handling of malformed lines.
+//! numpy implementation of docs/SPEC.md), and its handling of malformed lines.
 
 use super::answer_line;
 use serde_json::Value;
@@ -219,7 +219,7 @@ fn malformed_lines_name_line_and_field_and_the_rest_is_answered() {
 
 #[test]
 fn authors_preset_with_a_forced_mask_matches_spec_to_1e_6() {
-    // SPEC.md, preset `official`, computed here straight from its formulas in f64; the example
+    // docs/SPEC.md, preset `official`, computed here straight from its formulas in f64; the example
     // answers in its default f32, as the trainer computes.
     let pc = [-120.5, -80.25, -95.0, -60.75, -150.125, -33.5];
     let pr = [-130.0, -70.5, -99.25, -64.0, -149.0, -40.25];

@@ -50,7 +50,7 @@ pub struct Header {
     /// Kept records that carry δ.
     #[serde(default)]
     pub scored: usize,
-    /// Kept pairs whose δ an edge case decided (SPEC.md: counted, never dropped).
+    /// Kept pairs whose δ an edge case decided (docs/SPEC.md: counted, never dropped).
     #[serde(default)]
     pub edge_counts: EdgeCounts,
     /// The quartiles of δ over the kept pairs (the paper's Fig. 6 bands).

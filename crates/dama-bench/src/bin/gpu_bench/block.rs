@@ -1,4 +1,4 @@
-//! The block probe of `../shared/bench/torch_block.py` in candle: one LLaMA-1B-shaped decoder
+//! The block probe of `scripts/bench/torch_block.py` in candle: one LLaMA-1B-shaped decoder
 //! block (b=8, t=736, d=2048, 16 heads, SwiGLU 5632, RMSNorm, RoPE, causal attention) and an
 //! 80-token log-prob head over a 32064 vocabulary, bf16, forward + backward; once with the
 //! fused ops, once with the compositions they replace, then through `dama_llava`'s decoder

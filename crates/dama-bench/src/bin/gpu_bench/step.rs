@@ -1,6 +1,8 @@
 //! One full DAMA training step of a LLaVA-1.5-shaped model with random weights, run by the
-//! trainer's own code (`dama_train::step::train_step`, what `dama-native train` runs), the work
-//! of `scripts/bench/torch_dpo_step.py`: ViT-L/14-336 tower (frozen, forward), projector and
+//! trainer's own code (`dama_train::step::train_step`, what `dama-native train` runs): the
+//! step `scripts/bench/torch_dpo_step.py` times in PyTorch (its header lists what each side
+//! does differently and `scripts/bench/flops.py` counts each side's FLOPs). ViT-L/14-336 tower
+//! (frozen, forward), projector and
 //! LLaMA language model fully trained, bf16, per-pair log-probs with the shared prefix, the
 //! DAMA maths of `dama-core`, backward of Σ wᵢ·hᵢ, clipping at 1.0, AdamW. Random weights are
 //! drawn on the GPU (drawing 7B numbers on the host would take minutes of device time).
