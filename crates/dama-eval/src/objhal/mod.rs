@@ -311,3 +311,39 @@ pub fn compute(
         warnings,
     })
 }
+
+/// The benchmark's files.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    pub synonyms: &'a std::path::Path,
+    /// The folder with COCO 2014's `instances_*` and `captions_*` files.
+    pub coco: &'a std::path::Path,
+    /// The benchmark's questions file, to check the answers against (optional).
+    pub questions: Option<&'a std::path::Path>,
+    pub answers: &'a std::path::Path,
+}
+
+/// Everything [`compute`] needs, read and checked.
+pub struct Prepared {
+    pub finder: WordFinder,
+    pub answers: Answers,
+    pub items: Vec<Item>,
+    pub truth: HashMap<i64, BTreeSet<String>>,
+}
+
+impl Prepared {
+    pub fn load(inputs: &Inputs, lemmatizer: crate::nlp::NounLemmatizer) -> Result<Self, EvalError> {
+        let finder = WordFinder {
+            tokenizer: crate::nlp::WordTokenizer::new(),
+            lemmatizer,
+            synonyms: Synonyms::load(inputs.synonyms)?,
+        };
+        let questions = inputs.questions.map(questions::read_questions).transpose()?;
+        let answers = Answers::read(inputs.answers)?;
+        let items = items(&answers, questions.as_deref())?;
+        let images: HashSet<i64> = items.iter().map(|i| i.image_id).collect();
+        let coco = CocoAnnotations::read(inputs.coco, &images)?;
+        let truth = ground_truth(&coco, &finder, &images, inputs.coco)?;
+        Ok(Self { finder, answers, items, truth })
+    }
+}
