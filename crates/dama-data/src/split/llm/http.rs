@@ -60,10 +60,42 @@ impl Client {
             "messages": [{"role": "user", "content": prompt}],
             "temperature": 0,
         });
+        self.send(config, &body, retried)
+    }
+
+    /// The assistant's message for `messages` (`(role, content)` pairs: `system`, `user`, …)
+    /// at `temperature`, for callers that must send what another tool sent (the evaluation
+    /// benchmarks' judge and extractor prompts).
+    pub fn chat(
+        &self,
+        config: &LlmConfig,
+        messages: &[(&str, &str)],
+        temperature: f64,
+        retried: &mut u32,
+    ) -> Result<String, SplitError> {
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|(role, content)| json!({"role": role, "content": content}))
+            .collect();
+        let body = json!({
+            "model": config.model,
+            "messages": messages,
+            "temperature": temperature,
+        });
+        self.send(config, &body, retried)
+    }
+
+    /// Sends `body`, retrying what passes with exponential back-off.
+    fn send(
+        &self,
+        config: &LlmConfig,
+        body: &serde_json::Value,
+        retried: &mut u32,
+    ) -> Result<String, SplitError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match self.attempt(config, &body) {
+            match self.attempt(config, body) {
                 Attempt::Done(answer) => return Ok(answer),
                 Attempt::Retry { wait, .. } if attempt <= config.max_retries => {
                     let backoff = config.backoff.saturating_mul(1 << (attempt - 1).min(16));
@@ -74,7 +106,7 @@ impl Client {
                     return Err(SplitError::Request {
                         url: self.url.clone(),
                         attempts: attempt,
-                        why,
+                        why: redact(&why, config.api_key.as_deref()),
                     });
                 }
             }
@@ -118,6 +150,15 @@ impl Client {
     }
 }
 
+/// `text` with every occurrence of the API key replaced, so that a server that echoes it in an
+/// error body cannot make it reach a terminal or a log.
+pub fn redact(text: &str, api_key: Option<&str>) -> String {
+    match api_key {
+        Some(key) if !key.is_empty() => text.replace(key, "[redacted]"),
+        _ => text.to_owned(),
+    }
+}
+
 fn answer_of(body: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(body).ok()?;
     value
@@ -154,6 +195,16 @@ mod tests {
             completions_url("https://api.example.com"),
             "https://api.example.com/v1/chat/completions"
         );
+    }
+
+    #[test]
+    fn the_key_is_redacted() {
+        assert_eq!(
+            redact("bad key sk-123 (sk-123)", Some("sk-123")),
+            "bad key [redacted] ([redacted])"
+        );
+        assert_eq!(redact("text", Some("")), "text");
+        assert_eq!(redact("text", None), "text");
     }
 
     #[test]

@@ -1,0 +1,79 @@
+//! One error type for the crate. Every error about an input names the file and, where there is
+//! one, the line (1-based) and the record, so that a user can find and fix it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// Something wrong with an input file, a line of it or a record in it.
+    #[error("{at}: {why}")]
+    Input { at: Location, why: String },
+    #[error("{path}: {source}", path = path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The judge or extractor endpoint (retries exhausted, a malformed reply, the cache).
+    #[error("{0}")]
+    Llm(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where in an input something went wrong.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub record: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(record) = &self.record {
+            write!(f, ", record {record}")?;
+        }
+        Ok(())
+    }
+}
+
+impl EvalError {
+    pub fn file(path: impl AsRef<Path>, why: impl Into<String>) -> Self {
+        Self::at(path, None, None, why)
+    }
+
+    pub fn at(
+        path: impl AsRef<Path>,
+        line: Option<usize>,
+        record: Option<String>,
+        why: impl Into<String>,
+    ) -> Self {
+        Self::Input {
+            at: Location {
+                path: path.as_ref().to_path_buf(),
+                line,
+                record,
+            },
+            why: why.into(),
+        }
+    }
+
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A JSON syntax or shape error, with serde's own line when the file is one document.
+    pub fn json(path: impl AsRef<Path>, line: Option<usize>, e: serde_json::Error) -> Self {
+        let line = line.or((e.line() > 0).then_some(e.line()));
+        Self::at(path, line, None, format!("invalid JSON: {e}"))
+    }
+}
