@@ -253,7 +253,7 @@ fn dpo_mode_is_plain_dpo() {
     };
     let (model, opt) = load();
     let processor = LlavaProcessor::load(&model_dir, model.config()).unwrap();
-    let data = TrainData::load(&data_path, None, &processor, false).unwrap();
+    let data = TrainData::load(&data_path, &processor, dama_train::DataOptions::default()).unwrap();
     let idx: Vec<usize> = (0..6).collect();
     let batch = data.batch(&idx, &processor, &Device::Cpu).unwrap();
     // Reference log-probs that differ from the policy's, so that margins are not all zero.

@@ -94,10 +94,14 @@ pub struct InputArgs {
     /// Run chosen and rejected as two full sequences instead of sharing the prefix.
     #[arg(long)]
     pub no_shared_prefix: bool,
-    /// Report and skip bad records (missing/corrupt image, empty answer, no scored token)
-    /// instead of stopping at the first.
+    /// Report and skip bad records (missing/corrupt image, empty answer, duplicate id, an
+    /// image outside the image folder, no scored token) instead of stopping at the first.
     #[arg(long)]
     pub skip_bad: bool,
+    /// Read absolute image paths where they point (only for data of your own: by default
+    /// every image must be inside the image folder, and a path out of it is a bad record).
+    #[arg(long)]
+    pub allow_absolute_images: bool,
 }
 
 impl InputArgs {

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::path::Path;
 
+use dama_data::{ReadSummary, SHOWN_SKIPPED};
 use dama_train::{Observer, StepMetrics};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -38,6 +39,14 @@ impl Observer for Progress {
         match self.bar.borrow().as_ref() {
             Some(bar) => bar.suspend(|| eprintln!("{message}")),
             None => eprintln!("{message}"),
+        }
+    }
+
+    fn bad_records(&self, summary: &ReadSummary, list: Option<&Path>) {
+        let list = list.map(|p| p.display().to_string());
+        let report = summary.report(SHOWN_SKIPPED, list.as_deref());
+        if !report.is_empty() {
+            self.notice(report.trim_end());
         }
     }
 

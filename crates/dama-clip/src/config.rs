@@ -296,9 +296,9 @@ impl ClipConfig {
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| ClipError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ClipError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json(&path.display().to_string(), &bytes)
     }

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 /// Errors of loading and running CLIP.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// Malformed JSON or a field of the wrong type. `field` is the path inside the document
@@ -50,11 +49,10 @@ pub enum ClipError {
     Input(String),
 
     /// Loading a weight file (`file`) or running the model; the candle error names the tensor.
-    #[error("{file}: {source}")]
+    #[error("{file}: {error}")]
     Weights {
         file: String,
-        #[source]
-        source: candle_core::Error,
+        error: candle_core::Error,
     },
 
     #[error(transparent)]

@@ -15,9 +15,9 @@ use crate::score::ClipScorer;
 use crate::tokenizer::ClipTokenizer;
 
 fn build(vb: VarBuilder, config: &ClipConfig, weights_name: &str) -> Result<ClipModel> {
-    ClipModel::new(vb, config).map_err(|source| ClipError::Weights {
+    ClipModel::new(vb, config).map_err(|error| ClipError::Weights {
         file: weights_name.to_string(),
-        source,
+        error,
     })
 }
 
@@ -31,10 +31,10 @@ impl ClipModel {
     ) -> Result<Self> {
         let config = ClipConfig::from_json("config.json", config_json)?;
         let vb =
-            VarBuilder::from_buffered_safetensors(weights, dtype, device).map_err(|source| {
+            VarBuilder::from_buffered_safetensors(weights, dtype, device).map_err(|error| {
                 ClipError::Weights {
                     file: "model.safetensors".into(),
-                    source,
+                    error,
                 }
             })?;
         build(vb, &config, "model.safetensors")
@@ -92,9 +92,9 @@ mod native {
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|source| ClipError::Io {
+        std::fs::read(path).map_err(|error| ClipError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })
     }
 
@@ -165,9 +165,9 @@ mod native {
             // SAFETY: the files are mapped read-only; they must not be truncated or rewritten
             // while the model is being built (tensors are copied to `dtype`/`device` then).
             let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, dtype, device) }
-                .map_err(|source| ClipError::Weights {
+                .map_err(|error| ClipError::Weights {
                     file: name.clone(),
-                    source,
+                    error,
                 })?;
             build(vb, &config, &name)
         }

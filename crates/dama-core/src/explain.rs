@@ -132,8 +132,8 @@ pub enum ExplainError {
         field: &'static str,
         message: &'static str,
     },
-    #[error("`scores[{index}]`: {source}")]
-    Scores { index: usize, source: CoreError },
+    #[error("`scores[{index}]`: {error}")]
+    Scores { index: usize, error: CoreError },
 }
 
 /// Answers one request in the float type it asks for.
@@ -192,7 +192,7 @@ fn deltas<F: Real>(
             let mut edges = Vec::with_capacity(n);
             for (index, s) in scores.iter().enumerate() {
                 let h = delta::<F>(&cast(&s.chosen), &cast(&s.rejected), req.estimator)
-                    .map_err(|source| ExplainError::Scores { index, source })?;
+                    .map_err(|error| ExplainError::Scores { index, error })?;
                 values.push(h.delta);
                 edges.push(h.edge);
             }

@@ -23,13 +23,12 @@ impl PreferencePair {
                 }
             }
         }
-        let h =
-            dama_core::delta(&scores.chosen, &scores.rejected, estimator).map_err(|source| {
-                DataError::Core {
-                    context: format!("pair `{}`", self.id),
-                    source,
-                }
-            })?;
+        let h = dama_core::delta(&scores.chosen, &scores.rejected, estimator).map_err(|error| {
+            DataError::Core {
+                context: format!("pair `{}`", self.id),
+                error,
+            }
+        })?;
         self.scores = Some(scores);
         self.delta = Some(h.delta);
         self.delta_edge = Some(h.edge);

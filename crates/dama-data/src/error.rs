@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Where in a dataset something was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl fmt::Display for Location {
 }
 
 /// Why a record was skipped; the keys of [`crate::ReadSummary::skipped`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// Not parseable: bad JSON, a field of the wrong type, an invalid value.
@@ -82,6 +82,17 @@ pub enum SkipReason {
     /// No image bytes, or a path that the image source does not have.
     MissingImage,
     UndecodableImage,
+    /// An image whose pixels exceed the decoding limits (a decompression bomb, or absurd size).
+    ImageTooLarge,
+    /// An image path that resolves outside the image folder (`..`, an absolute path, a
+    /// symbolic link out of it).
+    ImageOutsideFolder,
+    /// An id that an earlier record of the dataset already has.
+    DuplicateId,
+    /// A pair the trainer cannot tokenise for training: no answer token is left to score once
+    /// the conversation is cut to the maximum length, or the two answers tokenise the shared
+    /// prompt differently.
+    Untrainable,
 }
 
 impl SkipReason {
@@ -93,7 +104,20 @@ impl SkipReason {
             SkipReason::EmptyText => "empty text",
             SkipReason::MissingImage => "missing image",
             SkipReason::UndecodableImage => "undecodable image",
+            SkipReason::ImageTooLarge => "image too large",
+            SkipReason::ImageOutsideFolder => "image outside the image folder",
+            SkipReason::DuplicateId => "duplicate id",
+            SkipReason::Untrainable => "untrainable conversation",
         }
+    }
+
+    /// Whether only decoding the image finds this problem: a read that loads the bytes without
+    /// decoding them cannot see it, so the scorer's second pass learns of it from its log.
+    pub fn found_by_decoding(self) -> bool {
+        matches!(
+            self,
+            SkipReason::UndecodableImage | SkipReason::ImageTooLarge
+        )
     }
 }
 
@@ -119,13 +143,26 @@ pub enum Problem {
     NoImage,
     #[error("names image `{name}`, which {store} does not have")]
     ImageNotFound { name: String, store: String },
-    #[error("names image `{name}`, which cannot be read: {source}")]
-    ImageUnreadable {
-        name: String,
-        source: std::io::Error,
-    },
+    #[error("names image `{name}`, which cannot be read: {error}")]
+    ImageUnreadable { name: String, error: std::io::Error },
     #[error("holds an image that cannot be decoded: {0}")]
     Undecodable(image::ImageError),
+    #[error("holds an image of {width}×{height} pixels, over the limit of {limit} pixels a side")]
+    ImageTooLarge { width: u32, height: u32, limit: u32 },
+    #[error(
+        "names image `{name}`, which is outside {folder}{hint}",
+        hint = if *absolute { " (an absolute path; pass --allow-absolute-images to allow those)" } else { "" }
+    )]
+    OutsideFolder {
+        name: String,
+        folder: String,
+        absolute: bool,
+    },
+    #[error("repeats the id of the record at {first}")]
+    DuplicateId { first: Location },
+    /// The model's template cannot turn the pair into a training example (the message says why).
+    #[error("cannot be trained on: {0}")]
+    Untrainable(String),
     #[error("is not valid base64: {0}")]
     Base64(base64::DecodeError),
     #[error("{0}")]
@@ -139,7 +176,7 @@ pub struct RecordError {
     pub at: Location,
     pub id: Option<String>,
     pub field: Option<&'static str>,
-    #[source]
+    /// What is wrong; part of the message (not a separate cause, so it is printed once).
     pub problem: Problem,
 }
 
@@ -169,6 +206,10 @@ impl RecordError {
                 SkipReason::MissingImage
             }
             Problem::Undecodable(_) | Problem::Base64(_) => SkipReason::UndecodableImage,
+            Problem::ImageTooLarge { .. } => SkipReason::ImageTooLarge,
+            Problem::OutsideFolder { .. } => SkipReason::ImageOutsideFolder,
+            Problem::DuplicateId { .. } => SkipReason::DuplicateId,
+            Problem::Untrainable(_) => SkipReason::Untrainable,
             Problem::WrongType { .. } | Problem::Json(_) | Problem::Invalid(_) => {
                 SkipReason::Malformed
             }
@@ -182,17 +223,12 @@ pub enum DataError {
     /// One bad record; a lenient read skips it and counts it.
     #[error(transparent)]
     Record(#[from] Box<RecordError>),
-    #[error("{file}: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: cannot read it as parquet: {source}")]
+    #[error("{file}: {error}")]
+    Io { file: String, error: std::io::Error },
+    #[error("{file}: parquet: {error}")]
     Parquet {
         file: String,
-        #[source]
-        source: parquet::errors::ParquetError,
+        error: parquet::errors::ParquetError,
     },
     #[error("{file}: column `{column}`: {why}")]
     Schema {
@@ -215,11 +251,10 @@ pub enum DataError {
     #[error("{file}: {what}")]
     Mismatch { file: String, what: String },
     /// A DAMA formula rejected its input (e.g. a non-finite δ); `context` names the record.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Core {
         context: String,
-        #[source]
-        source: dama_core::CoreError,
+        error: dama_core::CoreError,
     },
 }
 
@@ -241,7 +276,7 @@ impl DataError {
     pub fn io(file: impl Into<String>, source: std::io::Error) -> Self {
         DataError::Io {
             file: file.into(),
-            source,
+            error: source,
         }
     }
 

@@ -130,50 +130,152 @@ fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// A folder on disk. A name is looked up as `folder/name`, then as `folder/<file name of name>`,
-/// because the authors' lists carry absolute paths of their own machine.
+/// A folder on disk, which every image must be inside: a dataset is untrusted input, and a
+/// record naming `../../etc/x.png`, an absolute path or a symbolic link out of the folder is a
+/// bad record ([`Problem::OutsideFolder`]), never a file read elsewhere.
+///
+/// A relative name is looked up as `folder/name`, then as `folder/<file name of name>`. An
+/// absolute name (the authors' lists carry paths of their own machine) is looked up as
+/// `folder/<file name>` only, unless [`ImageFolder::allowing_absolute`] lets the user's own
+/// absolute paths through as they are.
 #[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, Clone)]
 pub struct ImageFolder {
     root: std::path::PathBuf,
+    /// `root` with symbolic links and `..` resolved (`None` while it does not exist).
+    canonical: Option<std::path::PathBuf>,
+    allow_absolute: bool,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ImageFolder {
     pub fn new(root: impl Into<std::path::PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let canonical = std::fs::canonicalize(&root).ok();
+        Self {
+            root,
+            canonical,
+            allow_absolute: false,
+        }
+    }
+
+    /// Whether absolute image paths are read where they point (`--allow-absolute-images`).
+    pub fn allowing_absolute(self, allow: bool) -> Self {
+        Self {
+            allow_absolute: allow,
+            ..self
+        }
     }
 
     pub fn root(&self) -> &std::path::Path {
         &self.root
     }
+
+    fn outside(&self, name: &str, absolute: bool) -> Problem {
+        Problem::OutsideFolder {
+            name: name.to_owned(),
+            folder: self.describe(),
+            absolute,
+        }
+    }
+
+    /// Reads `path` if it exists and, once its links are resolved, lies inside the folder.
+    /// `Ok(None)`: no such file.
+    fn read_inside(&self, name: &str, path: &std::path::Path) -> Result<Option<Vec<u8>>, Problem> {
+        let real = match std::fs::canonicalize(path) {
+            Ok(real) => real,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(Problem::ImageUnreadable {
+                    name: name.to_owned(),
+                    error,
+                });
+            }
+        };
+        if !self
+            .canonical
+            .as_ref()
+            .is_some_and(|root| real.starts_with(root))
+        {
+            return Err(self.outside(name, false));
+        }
+        std::fs::read(&real)
+            .map(Some)
+            .map_err(|error| Problem::ImageUnreadable {
+                name: name.to_owned(),
+                error,
+            })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Whether `name` (with `/` separators) climbs above its starting folder (`a/../../b`).
+fn escapes(name: &str) -> bool {
+    let mut depth = 0i64;
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// An absolute path on any platform: `/x`, `C:/x`, `//server/x`.
+fn is_absolute(name: &str) -> bool {
+    let b = name.as_bytes();
+    name.starts_with('/') || (b.len() >= 2 && b[1] == b':' && b[0].is_ascii_alphabetic())
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 impl ImageSource for ImageFolder {
     fn load(&self, name: &str) -> Result<Vec<u8>, Problem> {
         let normalized = normalize(name);
-        let mut candidates = vec![self.root.join(&normalized)];
         let file = file_name(&normalized);
-        if file != normalized {
-            candidates.push(self.root.join(file));
-        }
-        for path in &candidates {
-            match std::fs::read(path) {
-                Ok(bytes) => return Ok(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(Problem::ImageUnreadable {
-                        name: name.to_owned(),
-                        source,
-                    });
-                }
-            }
-        }
-        Err(Problem::ImageNotFound {
+        let not_found = || Problem::ImageNotFound {
             name: name.to_owned(),
             store: self.describe(),
-        })
+        };
+        if is_absolute(&normalized) {
+            if self.allow_absolute {
+                return std::fs::read(name).map_err(|error| match error.kind() {
+                    std::io::ErrorKind::NotFound => not_found(),
+                    _ => Problem::ImageUnreadable {
+                        name: name.to_owned(),
+                        error,
+                    },
+                });
+            }
+            // Never read where it points: only its file name, inside the folder.
+            return self
+                .read_inside(name, &self.root.join(file))?
+                .ok_or_else(|| Problem::ImageNotFound {
+                    name: name.to_owned(),
+                    store: format!(
+                        "{} (an absolute path is looked up by its file name there; --allow-absolute-images reads it where it points)",
+                        self.describe()
+                    ),
+                });
+        }
+        if escapes(&normalized) {
+            return Err(self.outside(name, false));
+        }
+        if let Some(bytes) = self.read_inside(name, &self.root.join(&normalized))? {
+            return Ok(bytes);
+        }
+        if file != normalized
+            && let Some(bytes) = self.read_inside(name, &self.root.join(file))?
+        {
+            return Ok(bytes);
+        }
+        Err(not_found())
     }
 
     fn describe(&self) -> String {
@@ -181,11 +283,30 @@ impl ImageSource for ImageFolder {
     }
 }
 
+/// The largest width or height an image may have: 8192 pixels (RLAIF-V's are under 2,100;
+/// CLIP and LLaVA resize to 224–336 anyway).
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+
+/// The width and height an image's header declares (nothing is decoded), for the size check.
+pub fn image_dimensions(bytes: &[u8]) -> Result<(u32, u32), image::ImageError> {
+    image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()?
+        .into_dimensions()
+}
+
 /// Decodes PNG or JPEG bytes and converts to 8-bit RGB, the input of CLIP's and LLaVA's image
 /// processors (grey, palette and alpha images all become RGB; alpha is dropped as PIL's
 /// `convert("RGB")` does).
+///
+/// Decoding is bounded: a side over [`MAX_IMAGE_SIDE`] pixels (a decompression bomb declares
+/// one) is an error before any pixel is allocated.
 pub fn decode_rgb(bytes: &[u8]) -> Result<DynamicImage, image::ImageError> {
-    let img = image::load_from_memory(bytes)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    reader.limits(limits);
+    let img = reader.decode()?;
     Ok(match img {
         DynamicImage::ImageRgb8(_) => img,
         other => DynamicImage::ImageRgb8(other.into_rgb8()),
@@ -250,5 +371,65 @@ mod tests {
         assert_eq!(folder.load("/home/authors/data/a.png").unwrap(), vec![7]);
         let err = folder.load("b.png").unwrap_err();
         assert!(matches!(err, Problem::ImageNotFound { .. }), "{err}");
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn no_path_leaves_the_folder() {
+        let top = tempfile::tempdir().unwrap();
+        let root = top.path().join("images");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(top.path().join("secret.png"), [1u8]).unwrap();
+        std::fs::write(root.join("sub/in.png"), [2u8]).unwrap();
+        std::os::unix::fs::symlink(top.path().join("secret.png"), root.join("link.png")).unwrap();
+        let folder = ImageFolder::new(&root);
+        assert_eq!(folder.load("sub/../sub/in.png").unwrap(), vec![2]);
+        let secret = top.path().join("secret.png").display().to_string();
+        for name in ["../secret.png", "sub/../../secret.png", "link.png"] {
+            let err = folder.load(name).unwrap_err();
+            assert!(
+                matches!(err, Problem::OutsideFolder { .. }),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        // An absolute path is only looked up by its file name inside the folder.
+        let err = folder.load(&secret).unwrap_err();
+        assert!(matches!(err, Problem::ImageNotFound { .. }), "{err}");
+        assert!(err.to_string().contains("--allow-absolute-images"), "{err}");
+        // The user's own absolute paths, when allowed, are read where they point.
+        let allowing = ImageFolder::new(&root).allowing_absolute(true);
+        assert_eq!(allowing.load(&secret).unwrap(), vec![1]);
+        assert!(
+            allowing.load("../secret.png").is_err(),
+            "relative paths stay inside"
+        );
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_before_decoding() {
+        // A PNG header declaring 100000×100000 pixels (a real bomb compresses that to kB).
+        let img = image::GrayImage::new(1, 1);
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let mut bytes = png.into_inner();
+        bytes[16..20].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        // the IHDR chunk's CRC-32 over its type and data (bytes 12..29), so that only the size
+        // is wrong with it
+        let crc = !bytes[12..29].iter().fold(!0u32, |mut c, &b| {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xEDB8_8320
+                } else {
+                    c >> 1
+                };
+            }
+            c
+        });
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(image_dimensions(&bytes).unwrap(), (100_000, 100_000));
+        assert!(decode_rgb(&bytes).is_err());
     }
 }

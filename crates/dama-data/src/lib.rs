@@ -27,10 +27,10 @@ pub use annotated::{
 pub use error::{DataError, Location, Pos, Problem, RecordError, SkipReason};
 #[cfg(not(target_arch = "wasm32"))]
 pub use image::ImageFolder;
-pub use image::{ImageMap, ImageSource, NoImages, decode_rgb};
+pub use image::{ImageMap, ImageSource, MAX_IMAGE_SIDE, NoImages, decode_rgb, image_dimensions};
 #[cfg(not(target_arch = "wasm32"))]
 pub use read::open_dataset;
 pub use read::{ImageCheck, ReadMode, ReadOptions, Records, read_bytes, read_parquet};
 pub use record::{Annotation, ImageRef, PreferencePair, Scores, Source, Status, SubSentences};
 pub use split::{RuleSplitter, SplitError, Splitter};
-pub use summary::ReadSummary;
+pub use summary::{ReadSummary, SHOWN_SKIPPED, SkippedRecord};

@@ -5,7 +5,10 @@
 //! text and images.
 //!
 //! The log is JSONL: a header `{"dama_score_log": 1, "clip_model", "estimator", "splitter"}`
-//! that must match the resuming run, then one [`ScoredPair`] per line.
+//! that must match the resuming run, then one [`ScoredPair`] per line, or
+//! `{"skipped": {"id", "reason", "message"}}` for a pair the scoring pass found bad in a way
+//! only decoding its image shows: the final pass reads the source again without decoding, and
+//! must leave out exactly the pairs the scoring pass left out.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -17,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotated::stats::StatsBuilder;
 use crate::annotated::{AnnotatedJsonlWriter, AnnotatedParquetWriter, Header, ImageOut, RunInfo};
-use crate::error::{DataError, Location};
+use crate::error::{DataError, Location, SkipReason};
 use crate::read::Records;
 use crate::record::{PreferencePair, Scores, SubSentences};
 use crate::summary::ReadSummary;
@@ -42,6 +45,26 @@ pub struct ScoredPair {
     pub scores: Scores,
     pub delta: f64,
     pub delta_edge: DeltaEdge,
+    /// What produced the sub-sentences: `input` (the dataset had them), the splitter's name, or
+    /// the fallback's when the LLM failed on an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_by: Option<String>,
+}
+
+/// A pair the scoring pass left out for a reason only decoding shows (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedPair {
+    pub id: String,
+    pub reason: SkipReason,
+    pub message: String,
+}
+
+/// One line of the log after the header.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Skipped { skipped: SkippedPair },
+    Scored(ScoredPair),
 }
 
 impl ScoredPair {
@@ -64,7 +87,45 @@ impl ScoredPair {
             scores: scored.scores.expect("set by set_scores"),
             delta: scored.delta.expect("set by set_scores"),
             delta_edge: scored.delta_edge.expect("set by set_scores"),
+            split_by: None,
         })
+    }
+
+    /// Records what produced the sub-sentences.
+    pub fn split_by(self, origin: impl Into<String>) -> Self {
+        Self {
+            split_by: Some(origin.into()),
+            ..self
+        }
+    }
+}
+
+/// The splitter an annotated header names, from what really produced each pair's
+/// sub-sentences: `rules-v1` when it split them all, `input` when the dataset had them all,
+/// otherwise each origin with its count ("llm:m (12 pairs), rules-v1 after an LLM failure
+/// (2 pairs)"). `configured` names pairs logged before origins were recorded.
+fn describe_splitters(entries: &[ScoredPair], configured: Option<&str>) -> Option<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for e in entries {
+        let origin = e
+            .split_by
+            .clone()
+            .or_else(|| configured.map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into());
+        match counts.iter_mut().find(|(o, _)| *o == origin) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((origin, 1)),
+        }
+    }
+    match counts.as_slice() {
+        [] => configured.map(str::to_owned),
+        [(only, _)] => Some(only.clone()),
+        many => Some(
+            many.iter()
+                .map(|(o, n)| format!("{o} ({n} pairs)"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
     }
 }
 
@@ -120,7 +181,7 @@ impl ScoreLog {
             .map_err(io)?;
         } else {
             file.seek(SeekFrom::Start(0)).map_err(io)?;
-            let (found, entries, complete_len) = read_log(&label, BufReader::new(&mut file))?;
+            let (found, entries, _, complete_len) = read_log(&label, BufReader::new(&mut file))?;
             if found != *run {
                 return Err(DataError::Mismatch {
                     file: label,
@@ -155,28 +216,52 @@ impl ScoreLog {
 
     /// Appends one result and flushes it to the operating system.
     pub fn append(&mut self, scored: &ScoredPair) -> Result<(), DataError> {
-        let line = serde_json::to_string(scored).map_err(|e| DataError::Format {
-            at: Location::file(self.path.display().to_string()),
-            what: format!("pair `{}` cannot be logged: {e}", scored.id),
-        })?;
-        let io = |e| DataError::io(self.path.display().to_string(), e);
-        writeln!(self.out, "{line}").map_err(io)?;
-        self.out.flush().map_err(io)?;
+        self.write(&Entry::Scored(scored.clone()), &scored.id)?;
         self.done.insert(scored.id.clone());
         Ok(())
     }
+
+    /// Logs the pairs of a read that were skipped for a reason only decoding finds
+    /// ([`SkipReason::found_by_decoding`]), so that [`finalize`] leaves them out too.
+    pub fn append_skipped(&mut self, summary: &ReadSummary) -> Result<(), DataError> {
+        for e in &summary.errors {
+            let DataError::Record(r) = e else { continue };
+            let (Some(id), true) = (&r.id, r.reason().found_by_decoding()) else {
+                continue;
+            };
+            let skipped = SkippedPair {
+                id: id.clone(),
+                reason: r.reason(),
+                message: e.to_string(),
+            };
+            self.write(&Entry::Skipped { skipped }, id)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, entry: &Entry, id: &str) -> Result<(), DataError> {
+        let line = serde_json::to_string(entry).map_err(|e| DataError::Format {
+            at: Location::file(self.path.display().to_string()),
+            what: format!("pair `{id}` cannot be logged: {e}"),
+        })?;
+        let io = |e| DataError::io(self.path.display().to_string(), e);
+        writeln!(self.out, "{line}").map_err(io)?;
+        self.out.flush().map_err(io)
+    }
 }
 
-/// The run, the entries (a later entry for an id replaces an earlier one, in place) and the
-/// length of the complete lines.
+/// The run, the scored entries and the skipped ones (a later line for an id replaces an earlier
+/// one: a scored entry in place, a skip removes it, a score removes a skip), and the length of
+/// the complete lines.
 fn read_log(
     label: &str,
     mut reader: impl BufRead,
-) -> Result<(RunInfo, Vec<ScoredPair>, u64), DataError> {
+) -> Result<(RunInfo, Vec<ScoredPair>, HashMap<String, SkippedPair>, u64), DataError> {
     let mut complete_len = 0u64;
     let mut header: Option<RunInfo> = None;
-    let mut entries: Vec<ScoredPair> = Vec::new();
+    let mut entries: Vec<Option<ScoredPair>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut skipped: HashMap<String, SkippedPair> = HashMap::new();
     let mut line_no = 0;
     loop {
         let mut buf = Vec::new();
@@ -205,13 +290,24 @@ fn read_log(
                 header = Some(h.run);
             }
             Some(_) => {
-                let entry: ScoredPair =
+                let entry: Entry =
                     serde_json::from_slice(&buf).map_err(|e| bad(format!("corrupt entry: {e}")))?;
-                match index.get(&entry.id) {
-                    Some(&i) => entries[i] = entry,
-                    None => {
-                        index.insert(entry.id.clone(), entries.len());
-                        entries.push(entry);
+                match entry {
+                    Entry::Scored(e) => {
+                        skipped.remove(&e.id);
+                        match index.get(&e.id) {
+                            Some(&i) => entries[i] = Some(e),
+                            None => {
+                                index.insert(e.id.clone(), entries.len());
+                                entries.push(Some(e));
+                            }
+                        }
+                    }
+                    Entry::Skipped { skipped: s } => {
+                        if let Some(i) = index.remove(&s.id) {
+                            entries[i] = None;
+                        }
+                        skipped.insert(s.id.clone(), s);
                     }
                 }
             }
@@ -222,7 +318,12 @@ fn read_log(
         at: Location::file(label),
         what: "an empty score log".into(),
     })?;
-    Ok((run, entries, complete_len))
+    Ok((
+        run,
+        entries.into_iter().flatten().collect(),
+        skipped,
+        complete_len,
+    ))
 }
 
 /// What the final file is.
@@ -288,13 +389,23 @@ fn write_final(
 ) -> Result<Finalized, DataError> {
     let label = log.display().to_string();
     let file = File::open(log).map_err(|e| DataError::io(&label, e))?;
-    let (run, entries, _) = read_log(&label, BufReader::new(file))?;
+    let (run, entries, skipped, _) = read_log(&label, BufReader::new(file))?;
+    if entries.is_empty() {
+        return Err(DataError::Format {
+            at: Location::file(&label),
+            what: "no pair has been scored: there is nothing to write".into(),
+        });
+    }
     let mut stats = StatsBuilder::default();
     for e in &entries {
         stats.add(&e.id, true, Some(e.delta), Some(e.delta_edge));
     }
     let stats = stats.finish()?;
-    let header = stats.header(&run);
+    let described = RunInfo {
+        splitter: describe_splitters(&entries, run.splitter.as_deref()),
+        ..run.clone()
+    };
+    let header = stats.header(&described);
     let scored = entries.len();
     let mut pending: HashMap<String, ScoredPair> =
         entries.into_iter().map(|e| (e.id.clone(), e)).collect();
@@ -319,14 +430,10 @@ fn write_final(
         file: label.clone(),
         what,
     };
-    let mut written = HashSet::new();
     for pair in source.by_ref() {
         let mut pair = pair?;
-        if !written.insert(pair.id.clone()) {
-            return Err(mismatch(format!(
-                "pair `{}` appears twice in the source; ids must be unique",
-                pair.id
-            )));
+        if skipped.contains_key(&pair.id) {
+            continue; // left out by the scoring pass; its report names it
         }
         let Some(entry) = pending.remove(&pair.id) else {
             return Err(mismatch(format!(

@@ -1,14 +1,18 @@
-//! What a read did: how many records came out, how many were skipped and why, with the first
-//! errors kept for the report.
+//! What a read did: how many records came out, and every record it skipped with why. One
+//! report of the skipped records for every command ([`ReadSummary::report`] on the terminal,
+//! [`ReadSummary::write_skipped`] for the whole list), so that `score`, `ref-logps`, `train`
+//! and the commands after them name bad records the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::error::{DataError, SkipReason};
+use serde::Serialize;
 
-/// How many skipped records keep their full error in [`ReadSummary::errors`]; the counts are
-/// always complete.
-pub const MAX_KEPT_ERRORS: usize = 100;
+use crate::error::{DataError, Pos, SkipReason};
+
+/// How many skipped records a terminal report names; the rest are counted, and listed in the
+/// `*.skipped.jsonl` file beside the output.
+pub const SHOWN_SKIPPED: usize = 20;
 
 #[derive(Debug, Default)]
 pub struct ReadSummary {
@@ -18,8 +22,50 @@ pub struct ReadSummary {
     pub skipped: BTreeMap<SkipReason, usize>,
     /// Records left out because a person marked them `drop` (not an error).
     pub dropped: usize,
-    /// The first [`MAX_KEPT_ERRORS`] errors behind `skipped`, in file order.
+    /// Every error behind `skipped`, in file order.
     pub errors: Vec<DataError>,
+}
+
+/// One skipped record as `*.skipped.jsonl` keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedRecord {
+    pub file: String,
+    /// 1-based line of JSONL and of the authors' JSON list; absent for parquet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Row of the file (parquet, 0-based), item of the JSON list (0-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    pub reason: SkipReason,
+    pub message: String,
+}
+
+impl SkippedRecord {
+    /// `None` for an error that is not about one record.
+    pub fn of(error: &DataError) -> Option<Self> {
+        let DataError::Record(e) = error else {
+            return None;
+        };
+        let (line, row) = match e.at.pos {
+            Pos::File => (None, None),
+            Pos::Line(line) => (Some(line), None),
+            Pos::Item { index, line } => (Some(line), Some(index as u64)),
+            Pos::Row { file_row, .. } => (None, Some(file_row)),
+        };
+        Some(Self {
+            file: e.at.file.clone(),
+            line,
+            row,
+            id: e.id.clone(),
+            field: e.field,
+            reason: e.reason(),
+            message: e.to_string(),
+        })
+    }
 }
 
 impl ReadSummary {
@@ -27,11 +73,10 @@ impl ReadSummary {
         self.skipped.values().sum()
     }
 
-    pub(crate) fn skip(&mut self, reason: SkipReason, error: DataError) {
+    /// Counts `error` under `reason` and keeps it for the report.
+    pub fn skip(&mut self, reason: SkipReason, error: DataError) {
         *self.skipped.entry(reason).or_default() += 1;
-        if self.errors.len() < MAX_KEPT_ERRORS {
-            self.errors.push(error);
-        }
+        self.errors.push(error);
     }
 
     /// Adds another file's summary (a folder of parquet shards).
@@ -41,8 +86,65 @@ impl ReadSummary {
         for (reason, n) in other.skipped {
             *self.skipped.entry(reason).or_default() += n;
         }
-        let room = MAX_KEPT_ERRORS.saturating_sub(self.errors.len());
-        self.errors.extend(other.errors.into_iter().take(room));
+        self.errors.extend(other.errors);
+    }
+
+    /// The skipped records, for a file.
+    pub fn skipped_records(&self) -> Vec<SkippedRecord> {
+        self.errors.iter().filter_map(SkippedRecord::of).collect()
+    }
+
+    /// The terminal report of the skipped records: a line with the counts by reason, then each
+    /// record, at most `shown` of them, then "… and N more" naming `full_list` (the
+    /// `*.skipped.jsonl` that [`ReadSummary::write_skipped`] wrote). Empty when nothing was
+    /// skipped.
+    pub fn report(&self, shown: usize, full_list: Option<&str>) -> String {
+        let total = self.skipped_total();
+        if total == 0 {
+            return String::new();
+        }
+        let mut out = format!("skipped {total} bad record(s): {}\n", self.reasons());
+        for e in self.errors.iter().take(shown) {
+            out.push_str(&format!("  {e}\n"));
+        }
+        let more = self.errors.len().saturating_sub(shown);
+        match full_list {
+            Some(path) if more > 0 => {
+                out.push_str(&format!("  … and {more} more: every one is in {path}\n"))
+            }
+            Some(path) => out.push_str(&format!("  (also listed in {path})\n")),
+            None if more > 0 => out.push_str(&format!("  … and {more} more\n")),
+            None => {}
+        }
+        out
+    }
+
+    /// "3 malformed, 2 missing image"
+    fn reasons(&self) -> String {
+        self.skipped
+            .iter()
+            .map(|(r, n)| format!("{n} {}", r.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Writes every skipped record, one JSON object a line ([`SkippedRecord`]), to `path`;
+    /// removes a stale list when nothing was skipped.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn write_skipped(&self, path: &std::path::Path) -> Result<(), DataError> {
+        let label = path.display().to_string();
+        if self.errors.is_empty() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataError::io(&label, e)),
+                _ => Ok(()),
+            };
+        }
+        let mut text = String::new();
+        for record in self.skipped_records() {
+            text.push_str(&serde_json::to_string(&record).expect("a record serialises"));
+            text.push('\n');
+        }
+        std::fs::write(path, text).map_err(|e| DataError::io(&label, e))
     }
 }
 
@@ -54,12 +156,7 @@ impl fmt::Display for ReadSummary {
         }
         let skipped = self.skipped_total();
         if skipped > 0 {
-            let parts: Vec<String> = self
-                .skipped
-                .iter()
-                .map(|(r, n)| format!("{n} {}", r.describe()))
-                .collect();
-            write!(f, ", skipped {skipped} bad ({})", parts.join(", "))?;
+            write!(f, ", skipped {skipped} bad ({})", self.reasons())?;
         }
         Ok(())
     }
@@ -69,6 +166,15 @@ impl fmt::Display for ReadSummary {
 mod tests {
     use super::*;
     use crate::error::{Location, Problem};
+
+    fn bad(line: usize) -> DataError {
+        DataError::record(
+            Location::line("f.jsonl", line),
+            Some(format!("p{line}")),
+            Some("chosen"),
+            Problem::Empty,
+        )
+    }
 
     #[test]
     fn counts_and_prints() {
@@ -108,5 +214,38 @@ mod tests {
             ),
             (8, 2, 3, 3)
         );
+    }
+
+    #[test]
+    fn the_report_names_the_first_records_and_counts_the_rest() {
+        let mut s = ReadSummary::default();
+        for line in 1..=25 {
+            s.skip(SkipReason::EmptyText, bad(line));
+        }
+        let report = s.report(SHOWN_SKIPPED, Some("out.skipped.jsonl"));
+        let lines: Vec<&str> = report.lines().collect();
+        assert_eq!(lines[0], "skipped 25 bad record(s): 25 empty text");
+        assert_eq!(
+            lines[1],
+            "  f.jsonl:1 (record `p1`): field `chosen` is empty"
+        );
+        assert_eq!(lines.len(), 1 + 20 + 1);
+        assert_eq!(
+            lines[21],
+            "  … and 5 more: every one is in out.skipped.jsonl"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.skipped.jsonl");
+        s.write_skipped(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 25);
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["line"], 1);
+        assert_eq!(first["id"], "p1");
+        assert_eq!(first["reason"], "empty_text");
+        // Nothing skipped: no report, and a stale list is removed.
+        ReadSummary::default().write_skipped(&path).unwrap();
+        assert!(!path.exists());
+        assert_eq!(ReadSummary::default().report(20, None), "");
     }
 }

@@ -72,6 +72,7 @@ fn all(mode: ReadMode) -> ReadOptions {
         mode,
         images: ImageCheck::Load,
         include_dropped: true,
+        ..ReadOptions::default()
     }
 }
 

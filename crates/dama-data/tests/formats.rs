@@ -207,6 +207,7 @@ fn image_checks_can_be_relaxed() {
         mode: ReadMode::Lenient,
         images: ImageCheck::Skip,
         include_dropped: false,
+        ..ReadOptions::default()
     };
     let (pairs, summary) = open_dataset(&path, None, skip).unwrap().read_all().unwrap();
     assert_eq!(

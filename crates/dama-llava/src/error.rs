@@ -6,10 +6,10 @@ use std::path::PathBuf;
 /// Everything that can go wrong loading, encoding, running or saving a LLaVA model.
 #[derive(Debug, thiserror::Error)]
 pub enum LlavaError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A JSON file that does not parse, or a field with the wrong type (`field` is its path,
@@ -86,10 +86,10 @@ pub enum LlavaError {
 pub type Result<T, E = LlavaError> = std::result::Result<T, E>;
 
 impl LlavaError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 

@@ -112,6 +112,11 @@ pub struct TrainConfig {
     pub ref_model: Option<PathBuf>,
     pub data: PathBuf,
     pub images: Option<PathBuf>,
+    /// Read absolute image paths where they point instead of refusing them (the data decides
+    /// which pairs are read, so it is part of the run's identity; absent from `run.json` when
+    /// off, so older runs resume unchanged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_absolute_images: bool,
     pub dama: DamaConfig<f32>,
     /// Global batch N.
     pub batch_size: usize,
@@ -167,6 +172,7 @@ impl TrainConfig {
             ref_model: None,
             data,
             images: None,
+            allow_absolute_images: false,
             dama: DamaConfig::default(),
             batch_size: 16,
             micro_batch: 16,

@@ -9,7 +9,10 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use dama_data::{Header, ImageCheck, ReadMode, ReadOptions, ReadSummary, open_dataset};
+use dama_data::{
+    DataError, Header, ImageCheck, Location, Problem, ReadMode, ReadOptions, ReadSummary,
+    open_dataset,
+};
 use dama_llava::{EncodedPair, Images, LlavaProcessor, PairBatch};
 use image::DynamicImage;
 use rayon::prelude::*;
@@ -36,27 +39,41 @@ pub struct TrainPair {
     pub content: String,
 }
 
+/// How the training set is read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataOptions<'a> {
+    /// The folder image paths are relative to (default: the dataset's, or its header's).
+    pub images: Option<&'a Path>,
+    /// Report and skip bad records instead of stopping at the first (`--skip-bad`).
+    pub skip_bad: bool,
+    /// Read absolute image paths where they point (`--allow-absolute-images`).
+    pub absolute_images: bool,
+    /// The model's `max_position_embeddings`: a longer sequence is named in a notice.
+    pub max_positions: Option<usize>,
+}
+
 /// A loaded training set.
 #[derive(Debug)]
 pub struct TrainData {
     pub pairs: Vec<TrainPair>,
     /// The annotated header, if the dataset was scored.
     pub header: Option<Header>,
+    /// What the read did, every skipped record included (the reader's and the template's).
     pub summary: ReadSummary,
-    /// Pairs skipped after reading (no scored token left), with why.
-    pub skipped: Vec<String>,
+    /// Pairs whose conversation was cut to the maximum length (still trained on).
+    pub truncated: Vec<String>,
+    /// Pairs longer than the model's `max_position_embeddings`, with their length.
+    pub too_long: Vec<(String, usize)>,
 }
 
 impl TrainData {
     /// Reads `path` (any format dama-data reads), decodes every image once to check it, and
-    /// encodes every pair with `processor`.
-    pub fn load(
-        path: &Path,
-        images: Option<&Path>,
-        processor: &LlavaProcessor,
-        skip_bad: bool,
-    ) -> Result<Self> {
-        let mode = if skip_bad {
+    /// encodes every pair with `processor`. Whether a record is usable is dama-data's one
+    /// decision ([`dama_data::Records`]) plus the template's (an answer left with no token to
+    /// score); by default the first bad record is the error, with `skip_bad` every one is
+    /// counted and kept in [`TrainData::summary`].
+    pub fn load(path: &Path, processor: &LlavaProcessor, options: DataOptions<'_>) -> Result<Self> {
+        let mode = if options.skip_bad {
             ReadMode::Lenient
         } else {
             ReadMode::Strict
@@ -64,15 +81,14 @@ impl TrainData {
         let opts = ReadOptions {
             mode,
             images: ImageCheck::Decode,
-            include_dropped: false,
+            absolute_images: options.absolute_images,
+            ..ReadOptions::default()
         };
-        let records = open_dataset(path, images, opts)
+        let mut records = open_dataset(path, options.images, opts)
             .with_context(|| format!("opening dataset {}", path.display()))?;
         let header = records.header().cloned();
-        let mut pairs = Vec::new();
-        let mut skipped = Vec::new();
-        let mut it = records;
-        for record in it.by_ref() {
+        let (mut pairs, mut truncated, mut too_long) = (Vec::new(), Vec::new(), Vec::new());
+        while let Some(record) = records.next() {
             let record = record.with_context(|| {
                 format!(
                     "reading {} (pass --skip-bad to skip bad records)",
@@ -89,18 +105,36 @@ impl TrainData {
                 &record.rejected,
             ) {
                 Ok(e) => e,
-                Err(e) if skip_bad => {
-                    skipped.push(format!("pair `{}`: {e}", record.id));
-                    continue;
-                }
                 Err(e) => {
-                    return Err(TrainError::Dataset(format!(
-                        "pair `{}` of {}: {e} (pass --skip-bad to skip such pairs)",
-                        record.id,
-                        path.display()
-                    )));
+                    let at = records
+                        .last_location()
+                        .cloned()
+                        .unwrap_or_else(|| Location::file(path.display().to_string()));
+                    let bad = DataError::record(
+                        at,
+                        Some(record.id.clone()),
+                        None,
+                        Problem::Untrainable(e.to_string()),
+                    );
+                    if options.skip_bad {
+                        records.skip_record(bad);
+                        continue;
+                    }
+                    return Err(TrainError::Data(bad))
+                        .context("pass --skip-bad to skip such pairs");
                 }
             };
+            if encoded.chosen.truncated || encoded.rejected.truncated {
+                truncated.push(record.id.clone());
+            }
+            let positions = encoded
+                .chosen
+                .input_ids
+                .len()
+                .max(encoded.rejected.input_ids.len());
+            if options.max_positions.is_some_and(|max| positions > max) {
+                too_long.push((record.id.clone(), positions));
+            }
             pairs.push(TrainPair {
                 content: content_hash(&record.question, &record.chosen, &record.rejected, &image),
                 id: record.id,
@@ -113,7 +147,7 @@ impl TrainData {
                 encoded,
             });
         }
-        let summary = it.into_summary();
+        let summary = records.into_summary();
         if pairs.is_empty() {
             return Err(TrainError::Dataset(format!(
                 "{} holds no usable pair ({summary})",
@@ -124,21 +158,34 @@ impl TrainData {
             pairs,
             header,
             summary,
-            skipped,
+            truncated,
+            too_long,
         })
     }
 
-    /// Tells `observer` about every record that was skipped.
-    pub fn report_skips(&self, observer: &dyn Observer) {
-        let s = &self.summary;
-        if s.skipped_total() > 0 || !self.skipped.is_empty() {
-            observer.notice(&format!("skipped bad records: {s}"));
-            for e in s.errors.iter().take(10) {
-                observer.notice(&format!("  {e}"));
-            }
-            for e in self.skipped.iter().take(10) {
-                observer.notice(&format!("  {e}"));
-            }
+    /// Tells `observer` about every skipped record (`list`: the file that names them all)
+    /// and about conversations that were cut or run past the model's positions.
+    pub fn report(&self, observer: &dyn Observer, list: Option<&Path>, max_length: Option<usize>) {
+        observer.bad_records(&self.summary, list);
+        let examples = |ids: &mut dyn Iterator<Item = &str>| {
+            let first: Vec<&str> = ids.take(3).collect();
+            format!("`{}`", first.join("`, `"))
+        };
+        if !self.truncated.is_empty() {
+            observer.notice(&format!(
+                "{} of {} pairs were cut to --max-length {} tokens (e.g. {}): their answers are scored only up to the cut",
+                self.truncated.len(),
+                self.pairs.len(),
+                max_length.map_or("?".into(), |m| m.to_string()),
+                examples(&mut self.truncated.iter().map(String::as_str))
+            ));
+        }
+        if let Some((_, longest)) = self.too_long.iter().max_by_key(|(_, n)| *n) {
+            observer.notice(&format!(
+                "{} pairs run past the model's max_position_embeddings ({longest} positions at most, e.g. {}): lower --max-length, or expect positions the model never saw",
+                self.too_long.len(),
+                examples(&mut self.too_long.iter().map(|(id, _)| id.as_str()))
+            ));
         }
     }
 

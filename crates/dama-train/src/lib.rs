@@ -28,7 +28,7 @@ pub mod schedule;
 pub mod step;
 
 pub use config::{LoraSettings, OptimMaster, Precision, TrainConfig};
-pub use data::{TrainData, TrainPair};
+pub use data::{DataOptions, TrainData, TrainPair};
 pub use error::{Result, TrainError};
 pub use metrics::{MetricsLog, StepMetrics};
 pub use observer::{Observer, Silent};

@@ -4,12 +4,17 @@
 
 use std::path::Path;
 
+use dama_data::ReadSummary;
+
 use crate::metrics::StepMetrics;
 
 /// Progress and notices of a run; every method defaults to doing nothing.
 pub trait Observer {
     /// Something the user should know that does not stop the run.
     fn notice(&self, _message: &str) {}
+    /// What reading the data skipped (`summary.errors`, every one); `list` is the file that
+    /// names them all, when one was written.
+    fn bad_records(&self, _summary: &ReadSummary, _list: Option<&Path>) {}
     /// The reference pass has `todo` of `total` pairs to compute (the rest are cached).
     fn reference_started(&self, _todo: usize, _total: usize) {}
     /// `done` more pairs of the reference pass are computed.

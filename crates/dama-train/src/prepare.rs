@@ -9,7 +9,7 @@ use dama_llava::{AspectMode, LlavaConfig, LlavaProcessor};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
-use crate::data::TrainData;
+use crate::data::{DataOptions, TrainData};
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
 use crate::observer::Observer;
@@ -28,17 +28,25 @@ pub struct Prepared {
     pub refs: RefLogps,
 }
 
-/// The image and text processing of a run, from the policy's folder.
-pub fn processor(cfg: &TrainConfig) -> Result<LlavaProcessor> {
-    let model_cfg = LlavaConfig::from_file(&cfg.model.join("config.json"))?;
-    let aspect = if cfg.aspect_pad {
+/// The image and text processing of the model in `model_dir` (padded to a square as
+/// LLaVA-1.5, or resized; conversations cut at `max_length`), and its
+/// `max_position_embeddings`. `train`, `ref-logps` and `generate` must process alike.
+pub fn load_processor(
+    model_dir: &Path,
+    aspect_pad: bool,
+    max_length: Option<usize>,
+) -> Result<(LlavaProcessor, usize)> {
+    let model_cfg = LlavaConfig::from_file(&model_dir.join("config.json"))?;
+    let positions = model_cfg.text.max_position_embeddings;
+    let aspect = if aspect_pad {
         AspectMode::Pad
     } else {
         AspectMode::Resize
     };
-    Ok(LlavaProcessor::load(&cfg.model, &model_cfg)?
+    let processor = LlavaProcessor::load(model_dir, &model_cfg)?
         .with_aspect(aspect)
-        .with_max_length(cfg.max_length))
+        .with_max_length(max_length);
+    Ok((processor, positions))
 }
 
 /// Checks the output folder (a resume must find its checkpoint and the same settings; a fresh
@@ -79,9 +87,17 @@ pub fn prepare(
     let settings = serde_json::to_string_pretty(cfg).expect("a config serialises") + "\n";
     write_atomic(&run_json, settings.as_bytes())?;
 
-    let processor = processor(cfg)?;
-    let data = TrainData::load(&cfg.data, cfg.images.as_deref(), &processor, cfg.skip_bad)?;
-    data.report_skips(observer);
+    let (processor, positions) = load_processor(&cfg.model, cfg.aspect_pad, cfg.max_length)?;
+    let options = DataOptions {
+        images: cfg.images.as_deref(),
+        skip_bad: cfg.skip_bad,
+        absolute_images: cfg.allow_absolute_images,
+        max_positions: Some(positions),
+    };
+    let data = TrainData::load(&cfg.data, &processor, options)?;
+    let list = out.join("skipped.jsonl");
+    data.summary.write_skipped(&list)?;
+    data.report(observer, Some(&list), cfg.max_length);
     let alpha_d = data.alpha_d()?;
     if alpha_d.is_none() && cfg.dama.mode.uses_alpha_d() {
         return Err(TrainError::Settings(format!(

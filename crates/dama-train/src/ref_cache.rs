@@ -156,6 +156,58 @@ pub fn model_identity(dir: &Path) -> Result<String> {
     Ok(hex(&h.finalize()))
 }
 
+/// The lowest mean log-probability per scored token that a reference log-prob may have:
+/// −1000 nats, e^−1000 ≈ 10^−434 per token. A model whose softmax has run in f32 cannot
+/// produce less at any realistic logit scale (a uniform guess over a 32k vocabulary is −10.4),
+/// so a lower value is a broken number (an overflow, a hand edit), not a hard pair.
+pub const MIN_LOGP_PER_TOKEN: f64 = -1000.0;
+
+/// Why a log-prob sum over `tokens` answer tokens is one no model can produce, if it is:
+/// not finite, above 0 (beyond rounding), or below [`MIN_LOGP_PER_TOKEN`] per token.
+pub fn impossible_logp(sum: f64, tokens: usize) -> Option<String> {
+    let tokens = tokens.max(1) as f64;
+    if !sum.is_finite() {
+        Some(format!("{sum} is not a finite number"))
+    } else if sum > 1e-3 * tokens {
+        Some(format!("{sum} is positive: a log-probability is at most 0"))
+    } else if sum < MIN_LOGP_PER_TOKEN * tokens {
+        Some(format!(
+            "{sum} is below {MIN_LOGP_PER_TOKEN} nats per token over {tokens} tokens"
+        ))
+    } else {
+        None
+    }
+}
+
+/// One entry line, with a reason a person can act on when it is unusable.
+fn parse_entry(text: &str) -> std::result::Result<RefEntry, String> {
+    let e: RefEntry = serde_json::from_str(text).map_err(|e| {
+        let trimmed = text.trim();
+        if ["NaN", "Infinity", "inf"]
+            .iter()
+            .any(|w| trimmed.contains(w))
+        {
+            "holds a non-finite log-prob (NaN or infinity is not a valid value)".to_owned()
+        } else {
+            // serde's position is inside this one line; the line number is what names it
+            let message = e.to_string();
+            let message = message
+                .rfind(" at line ")
+                .map_or(&*message, |i| &message[..i]);
+            format!("is not a reference-cache entry ({message})")
+        }
+    })?;
+    for (side, sum, tokens) in [
+        ("chosen", e.chosen, e.chosen_tokens),
+        ("rejected", e.rejected, e.rejected_tokens),
+    ] {
+        if let Some(why) = impossible_logp(sum, tokens) {
+            return Err(format!("pair `{}`: the {side} log-prob {why}", e.id));
+        }
+    }
+    Ok(e)
+}
+
 /// An open cache: entries read so far, new ones appended as they are computed (so a killed
 /// `ref-logps` run resumes where it stopped).
 pub struct RefCache {
@@ -176,36 +228,46 @@ impl RefCache {
         let mut entries = HashMap::new();
         if path.exists() {
             let file = File::open(path).map_err(io("opening reference cache"))?;
-            let mut lines = BufReader::new(file).lines();
-            let header = lines
-                .next()
-                .transpose()
-                .map_err(io("reading"))?
-                .unwrap_or_default();
-            let cached: CacheKey = serde_json::from_str(&header)
-                .map_err(|e| bad(format!("line 1 is not a reference-cache header ({e})")))?;
-            if let Some(why) = cached.mismatch(key) {
-                return Err(bad(format!(
-                    "does not belong to this run: {why}. Delete it or choose another --ref-cache path; it is never reused silently"
-                )));
-            }
-            let mut good_bytes = header.len() as u64 + 1;
-            for (i, line) in lines.enumerate() {
-                let line = line.map_err(io("reading"))?;
-                match serde_json::from_str::<RefEntry>(&line) {
-                    Ok(e) => {
-                        good_bytes += line.len() as u64 + 1;
-                        entries.insert(e.id.clone(), e);
-                    }
-                    Err(e) => {
-                        observer.notice(&format!(
-                            "{}: line {}: dropping a torn entry ({e}); it will be recomputed",
-                            path.display(),
-                            i + 2
-                        ));
-                        break;
-                    }
+            let mut reader = BufReader::new(file);
+            let mut good_bytes = 0u64;
+            let mut number = 0usize;
+            loop {
+                let mut line = Vec::new();
+                let n = reader.read_until(b'\n', &mut line).map_err(io("reading"))?;
+                if n == 0 {
+                    break;
                 }
+                number += 1;
+                if line.last() != Some(&b'\n') {
+                    // Only a kill while a line was written leaves one without its end.
+                    observer.notice(&format!(
+                        "{}: line {number}: dropping an entry cut short by a killed run; it will be computed again",
+                        path.display()
+                    ));
+                    break;
+                }
+                let text = String::from_utf8_lossy(&line);
+                if number == 1 {
+                    let cached: CacheKey = serde_json::from_str(&text).map_err(|e| {
+                        bad(format!("line 1 is not a reference-cache header ({e})"))
+                    })?;
+                    if let Some(why) = cached.mismatch(key) {
+                        return Err(bad(format!(
+                            "does not belong to this run: {why}. Delete it or choose another --ref-cache path; it is never reused silently"
+                        )));
+                    }
+                } else {
+                    let entry = parse_entry(&text).map_err(|why| {
+                        bad(format!(
+                            "line {number}: {why}; delete that line (it is computed again) or the whole cache"
+                        ))
+                    })?;
+                    entries.insert(entry.id.clone(), entry);
+                }
+                good_bytes += n as u64;
+            }
+            if number == 0 {
+                return Err(bad("is empty: no header line".into()));
             }
             // Cut a torn tail so that appends start on a fresh line.
             OpenOptions::new()
@@ -320,6 +382,37 @@ mod tests {
         drop(c);
         let c = RefCache::open(&path, &key("m"), &Silent).unwrap();
         assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn impossible_values_are_named_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ref.jsonl");
+        RefCache::open(&path, &key("m"), &Silent)
+            .unwrap()
+            .insert(entry("a", "h1"))
+            .unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        let line = serde_json::to_string(&entry("b", "h2")).unwrap();
+        for (bad, says) in [
+            (line.replace("-12.5", "NaN"), "non-finite"),
+            (line.replace("-12.5", "-1e38"), "below -1000 nats per token"),
+            (line.replace("-12.5", "3.5"), "is positive"),
+            ("{\"id\": \"c\"}".to_owned(), "not a reference-cache entry"),
+        ] {
+            std::fs::write(&path, format!("{good}{bad}\n")).unwrap();
+            let err = RefCache::open(&path, &key("m"), &Silent)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("line 3") && err.contains(says), "{err}");
+            assert!(
+                !err.contains("column"),
+                "no position inside the line: {err}"
+            );
+        }
+        assert_eq!(impossible_logp(-50.0, 10), None);
+        assert!(impossible_logp(f64::NEG_INFINITY, 10).is_some());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
 use crate::data::TrainData;
 use crate::error::{Context, Result, TrainError};
 use crate::observer::Observer;
-use crate::ref_cache::{CacheKey, RefCache, RefEntry, hash_parts, model_identity};
+use crate::ref_cache::{CacheKey, RefCache, RefEntry, hash_parts, impossible_logp, model_identity};
 
 /// The reference log-prob sums of `data`'s pairs, in its order.
 #[derive(Debug, Clone)]
@@ -102,13 +102,15 @@ pub fn reference_logps(
             for (k, &i) in chunk.iter().enumerate() {
                 let p = &data.pairs[i];
                 let (c, r) = (chosen[k] as f64, rejected[k] as f64);
-                if !c.is_finite() || !r.is_finite() {
-                    return Err(TrainError::Numerics(format!(
-                        "pair `{}`: the reference log-probs are not finite (chosen {c}, rejected {r})",
-                        p.id
-                    )));
-                }
                 let (nc, nr) = (logps.chosen_tokens[k], logps.rejected_tokens[k]);
+                for (side, sum, tokens) in [("chosen", c, nc), ("rejected", r, nr)] {
+                    if let Some(why) = impossible_logp(sum, tokens) {
+                        return Err(TrainError::Numerics(format!(
+                            "pair `{}`: the reference model's {side} log-prob {why}",
+                            p.id
+                        )));
+                    }
+                }
                 cache.insert(RefEntry {
                     id: p.id.clone(),
                     content: p.content.clone(),

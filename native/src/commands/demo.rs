@@ -18,9 +18,11 @@ use clap::Args;
 use dama_core::{DamaConfig, Mode};
 
 use dama_llava::random::{TinySpec, write_tiny_model};
-use dama_llava::{AspectMode, LlavaConfig, LlavaProcessor};
 
-use dama_train::{ReferencePass, Silent, TrainConfig, TrainData, reference_logps, train};
+use dama_train::prepare::load_processor;
+use dama_train::{
+    DataOptions, ReferencePass, Silent, TrainConfig, TrainData, reference_logps, train,
+};
 
 use crate::demo::eval::{Evaluation, evaluate};
 use crate::device::{DeviceArgs, describe};
@@ -136,11 +138,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
 
     // Held-out comparison against the reference (the untrained tiny model).
-    let cfg = LlavaConfig::from_file(&model.join("config.json"))?;
-    let processor = LlavaProcessor::load(&model, &cfg)?
-        .with_aspect(AspectMode::Pad)
-        .with_max_length(Some(512));
-    let held_data = TrainData::load(&held_path, None, &processor, false)?;
+    let (processor, _) = load_processor(&model, true, Some(512))?;
+    let held_data = TrainData::load(&held_path, &processor, DataOptions::default())?;
     let held_cache = out.join("ref_logps_heldout.jsonl");
     let pass = ReferencePass {
         model_dir: &model,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use dama_llava::{AspectMode, LlavaProcessor};
-use dama_train::{ReferencePass, TrainData, reference_logps};
+use dama_train::prepare::load_processor;
+use dama_train::{DataOptions, ReferencePass, TrainData, reference_logps};
 
 use crate::args::{InputArgs, ModelArgs};
 use crate::device::{DeviceArgs, describe};
@@ -37,21 +37,19 @@ pub fn run(args: &RefLogpsArgs) -> Result<()> {
     let device = args.device.device()?;
     let dir = args.model.resolve(&args.model.model)?;
     let dtype = args.input.precision(device.is_cuda()).dtype();
-    let cfg = dama_llava::LlavaConfig::from_file(&dir.join("config.json"))?;
-    let aspect = if args.input.no_pad {
-        AspectMode::Resize
-    } else {
-        AspectMode::Pad
+    let max_length = Some(args.input.max_length);
+    let (processor, positions) = load_processor(&dir, !args.input.no_pad, max_length)?;
+    let options = DataOptions {
+        images: args.images.as_deref(),
+        skip_bad: args.input.skip_bad,
+        absolute_images: args.input.allow_absolute_images,
+        max_positions: Some(positions),
     };
-    let processor = LlavaProcessor::load(&dir, &cfg)?
-        .with_aspect(aspect)
-        .with_max_length(Some(args.input.max_length));
-    let data = TrainData::load(
-        &args.data,
-        args.images.as_deref(),
-        &processor,
-        args.input.skip_bad,
-    )?;
+    let data = TrainData::load(&args.data, &processor, options)?;
+    let progress = Progress::default();
+    let list = PathBuf::from(format!("{}.skipped.jsonl", args.out.display()));
+    data.summary.write_skipped(&list)?;
+    data.report(&progress, Some(&list), max_length);
     eprintln!(
         "reference log-probs of {} pairs on {}",
         data.pairs.len(),
@@ -66,8 +64,6 @@ pub fn run(args: &RefLogpsArgs) -> Result<()> {
         batch: args.batch,
         shared_prefix: !args.input.no_shared_prefix,
     };
-    let progress = Progress::default();
-    data.report_skips(&progress);
     let refs = reference_logps(&pass, &data, &processor, &progress)?;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     println!(

@@ -17,8 +17,8 @@ use dama_data::annotated::FolderSink;
 use dama_data::score_log::{Output, ScoreLog, ScoredPair, finalize};
 use dama_data::split::llm::{LlmConfig, LlmSplitter, OnFailure};
 use dama_data::{
-    ImageCheck, ImageOut, PreferencePair, ReadMode, ReadOptions, RuleSplitter, RunInfo, Scores,
-    Splitter, SubSentences, open_dataset,
+    ImageCheck, ImageOut, PreferencePair, ReadMode, ReadOptions, RuleSplitter, RunInfo,
+    SHOWN_SKIPPED, Scores, Splitter, SubSentences, open_dataset,
 };
 use dama_train::Precision;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -91,6 +91,10 @@ pub struct ScoreArgs {
     /// Stop at the first bad record instead of reporting and skipping it.
     #[arg(long)]
     pub strict: bool,
+    /// Read absolute image paths where they point (only for data of your own: by default
+    /// every image must be inside the image folder, and a path out of it is a bad record).
+    #[arg(long)]
+    pub allow_absolute_images: bool,
     /// Pairs scored together (images in one batch).
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
@@ -125,22 +129,53 @@ fn is_parquet_source(path: &Path) -> bool {
     path.is_dir() || path.extension().is_some_and(|e| e == "parquet")
 }
 
-fn splitter(
-    args: &ScoreArgs,
-    scorer: &ClipScorer,
-    out: &Path,
-) -> Result<(Box<dyn Splitter>, String)> {
+/// The splitter of a run. The LLM one is kept as itself, so that the run can say which
+/// answers fell back to the rules and record it with each pair.
+enum PairSplitter {
+    Rules(RuleSplitter),
+    Llm(Box<LlmSplitter>),
+}
+
+impl PairSplitter {
+    fn name(&self) -> String {
+        match self {
+            PairSplitter::Rules(r) => r.name(),
+            PairSplitter::Llm(l) => l.name(),
+        }
+    }
+
+    /// The pair's sub-sentences and what produced them; a fallback to the rules is said on
+    /// the terminal with the LLM's error.
+    fn split(&self, pair: &PreferencePair, say: &dyn Fn(String)) -> Result<(SubSentences, String)> {
+        match self {
+            PairSplitter::Rules(r) => Ok((r.split_pair(pair)?, r.name())),
+            PairSplitter::Llm(l) => {
+                let subs = l.split_pair(pair)?;
+                let failures = l.take_failures();
+                if failures.is_empty() {
+                    return Ok((subs, l.name()));
+                }
+                for why in failures {
+                    say(format!(
+                        "pair `{}`: {why}; split with {} instead (--llm-fallback)",
+                        pair.id,
+                        l.fallback_name()
+                    ));
+                }
+                Ok((subs, l.fallback_name()))
+            }
+        }
+    }
+}
+
+fn splitter(args: &ScoreArgs, scorer: &ClipScorer, out: &Path) -> Result<PairSplitter> {
     let tokenizer = scorer.tokenizer.clone();
     let rules = || {
         let t = tokenizer.clone();
         RuleSplitter::with_token_counter(77, Box::new(move |s: &str| t.token_count(s)))
     };
     Ok(match args.splitter {
-        SplitterArg::Rules => {
-            let r = rules();
-            let name = r.name();
-            (Box::new(r), name)
-        }
+        SplitterArg::Rules => PairSplitter::Rules(rules()),
         SplitterArg::Llm => {
             let mut cfg = LlmConfig::from_env(
                 args.llm_base_url.clone(),
@@ -157,9 +192,7 @@ fn splitter(
             } else {
                 OnFailure::Fail
             };
-            let llm = LlmSplitter::new(cfg)?.with_fallback(rules());
-            let name = llm.name();
-            (Box::new(llm), name)
+            PairSplitter::Llm(Box::new(LlmSplitter::new(cfg)?.with_fallback(rules())))
         }
     })
 }
@@ -184,7 +217,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
         .with_context(|| format!("loading CLIP from {}", clip_dir.display()))?;
     let mut scorer = scorer;
     scorer.options.pairs_per_batch = args.batch.max(1);
-    let (splitter, splitter_name) = splitter(args, &scorer, &out)?;
+    let splitter = splitter(args, &scorer, &out)?;
+    let splitter_name = splitter.name();
     let estimator = args.estimator;
     let run_info = RunInfo {
         clip_model: Some(args.clip.clone()),
@@ -209,7 +243,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     let options = ReadOptions {
         mode,
         images: ImageCheck::Decode,
-        include_dropped: false,
+        absolute_images: args.allow_absolute_images,
+        ..ReadOptions::default()
     };
     let mut records = open_dataset(&args.data, args.images.as_deref(), options)?;
     // Where the source's image files are, for an output that references them.
@@ -228,14 +263,17 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     );
     let mut pending: Vec<PreferencePair> = Vec::new();
     let mut scored_now = 0usize;
+    let say = |line: String| bar.suspend(|| eprintln!("{line}"));
     let mut flush = |pending: &mut Vec<PreferencePair>, log: &mut ScoreLog| -> Result<()> {
-        let subs: Vec<SubSentences> = pending
+        let (subs, origins): (Vec<SubSentences>, Vec<String>) = pending
             .iter()
             .map(|p| match (&p.sub_sentences, args.resplit) {
-                (Some(s), false) => Ok(s.clone()),
-                _ => splitter.split_pair(p).map_err(anyhow::Error::from),
+                (Some(s), false) => Ok((s.clone(), "input".to_owned())),
+                _ => splitter.split(p, &say),
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let inputs: Vec<PairInput<'_, String>> = pending
             .iter()
             .zip(&subs)
@@ -246,7 +284,7 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
             })
             .collect();
         let scores = scorer.score_pairs(&inputs).context("CLIP scoring")?;
-        for ((p, s), sc) in pending.iter().zip(subs).zip(scores) {
+        for (((p, s), sc), origin) in pending.iter().zip(subs).zip(scores).zip(origins) {
             let scored = ScoredPair::new(
                 p,
                 s,
@@ -256,7 +294,8 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
                 },
                 estimator,
             )
-            .with_context(|| format!("pair `{}`", p.id))?;
+            .with_context(|| format!("pair `{}`", p.id))?
+            .split_by(origin);
             log.append(&scored)?;
         }
         scored_now += pending.len();
@@ -284,6 +323,19 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     let first_pass = records.into_summary();
+    // The final pass loads images without decoding them: it learns from the log which pairs
+    // only decoding showed to be bad.
+    log.append_skipped(&first_pass)?;
+    let skipped_list = with_suffix(&out, ".skipped.jsonl");
+    first_pass.write_skipped(&skipped_list)?;
+    let report = first_pass.report(SHOWN_SKIPPED, Some(&skipped_list.display().to_string()));
+    eprint!("{report}");
+    if log.is_empty() {
+        bail!(
+            "no pair of {} could be scored ({first_pass}): nothing is written",
+            args.data.display()
+        );
+    }
 
     // The final file: the source read again (same options) for text and images, δ̄ and α_D.
     let images = ImageCheck::Load;
@@ -317,9 +369,9 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
     };
     let done = finalize(&log_path, source, &out, output)?;
     let header = &done.header;
-    let Some(delta_mean) = header.delta_mean else {
-        bail!("no pair could be scored ({first_pass})")
-    };
+    let delta_mean = header
+        .delta_mean
+        .context("the annotated header has no δ̄ although pairs were scored")?;
 
     // Summary and histogram.
     let annotated = open_dataset(

@@ -142,6 +142,7 @@ impl TrainArgs {
             ref_model,
             data: self.data.clone(),
             images: self.images.clone(),
+            allow_absolute_images: self.input.allow_absolute_images,
             dama: DamaConfig {
                 mode: self.mode,
                 preset: self.preset,

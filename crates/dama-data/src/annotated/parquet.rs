@@ -283,10 +283,10 @@ impl<W: Write + Send> AnnotatedParquetWriter<W> {
             .set_max_row_group_row_count(Some(ROWS_PER_GROUP))
             .set_key_value_metadata(Some(vec![KeyValue::new(HEADER_KEY.to_owned(), json)]))
             .build();
-        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|source| {
+        let writer = ArrowWriter::try_new(out, schema.clone(), Some(props)).map_err(|error| {
             DataError::Parquet {
                 file: file.to_owned(),
-                source,
+                error,
             }
         })?;
         Ok(Self {
@@ -338,9 +338,9 @@ impl<W: Write + Send> AnnotatedParquetWriter<W> {
         self.pending.clear();
         self.writer
             .write(&batch)
-            .map_err(|source| DataError::Parquet {
+            .map_err(|error| DataError::Parquet {
                 file: self.file.clone(),
-                source,
+                error,
             })
     }
 
@@ -359,7 +359,7 @@ impl<W: Write + Send> AnnotatedParquetWriter<W> {
         let file = self.file;
         self.writer
             .into_inner()
-            .map_err(|source| DataError::Parquet { file, source })
+            .map_err(|error| DataError::Parquet { file, error })
     }
 }
 

@@ -122,12 +122,12 @@ impl StatsBuilder {
         });
         let deltas: Vec<f64> = order.iter().map(|&i| self.deltas[i]).collect();
         let ids: Vec<&str> = order.iter().map(|&i| self.ids[i].as_str()).collect();
-        let core = |source: dama_core::CoreError| {
-            let context = match &source {
+        let core = |error: dama_core::CoreError| {
+            let context = match &error {
                 dama_core::CoreError::NonFinite { index, .. } => format!("pair `{}`", ids[*index]),
                 _ => "δ̄ of the dataset".to_owned(),
             };
-            DataError::Core { context, source }
+            DataError::Core { context, error }
         };
         let mean = delta_mean(&deltas).map_err(core)?;
         let bands = HardnessBands::from_deltas(&deltas).map_err(core)?;

@@ -17,9 +17,11 @@ mod open;
 pub use open::open_dataset;
 pub use parquet_rows::BATCH_ROWS as PARQUET_BATCH_ROWS;
 
+use std::collections::HashMap;
+
 use crate::annotated::Header;
 use crate::error::{DataError, Location, Problem};
-use crate::image::{ImageSource, decode_rgb};
+use crate::image::{ImageSource, MAX_IMAGE_SIDE, decode_rgb, image_dimensions};
 use crate::record::PreferencePair;
 use crate::summary::ReadSummary;
 
@@ -52,6 +54,9 @@ pub struct ReadOptions {
     pub images: ImageCheck,
     /// Also hand out pairs that a person marked `drop` (the browser reopening a curation).
     pub include_dropped: bool,
+    /// Read absolute image paths where they point (`--allow-absolute-images`); otherwise every
+    /// image must be inside the image folder ([`crate::ImageFolder`]).
+    pub absolute_images: bool,
 }
 
 impl ReadOptions {
@@ -80,6 +85,10 @@ pub struct Records<'a> {
     options: ReadOptions,
     header: Option<Header>,
     summary: ReadSummary,
+    /// Where each id was first seen: a second record with the same id is a bad record.
+    seen: HashMap<String, Location>,
+    /// Where the record last handed out was.
+    last: Option<Location>,
     finished: bool,
 }
 
@@ -96,6 +105,8 @@ impl<'a> Records<'a> {
             options,
             header,
             summary: ReadSummary::default(),
+            seen: HashMap::new(),
+            last: None,
             finished: false,
         }
     }
@@ -103,6 +114,20 @@ impl<'a> Records<'a> {
     /// The header of an annotated dataset (δ̄, CLIP model, splitter…); `None` for plain ones.
     pub fn header(&self) -> Option<&Header> {
         self.header.as_ref()
+    }
+
+    /// Where the record the iterator last handed out was found.
+    pub fn last_location(&self) -> Option<&Location> {
+        self.last.as_ref()
+    }
+
+    /// Counts a record the caller found bad after reading it (a trainer's tokenisation, say),
+    /// in the same summary and report as the reader's own.
+    pub fn skip_record(&mut self, error: DataError) {
+        if let Some(reason) = error.skip_reason() {
+            self.summary.read = self.summary.read.saturating_sub(1);
+            self.summary.skip(reason, error);
+        }
     }
 
     pub fn summary(&self) -> &ReadSummary {
@@ -119,18 +144,27 @@ impl<'a> Records<'a> {
         Ok((pairs, self.summary))
     }
 
-    /// `Ok(None)`: a pair marked drop, left out by choice.
+    /// The one decision whether a record is usable, for every format and every command:
+    /// ids unique, answers not empty, a scored file's α_D present, and (as far as
+    /// [`ReadOptions::images`] goes) an image that loads from inside the image folder, within
+    /// [`MAX_IMAGE_SIDE`], and decodes. `Ok(None)`: a pair marked drop, left out by choice.
     fn validate(
-        &self,
+        &mut self,
         at: Location,
         mut pair: PreferencePair,
     ) -> Result<Option<PreferencePair>, DataError> {
-        if !self.options.include_dropped && !pair.is_kept() {
-            return Ok(None);
-        }
         let fail = |field, problem| {
             DataError::record(at.clone(), Some(pair.id.clone()), Some(field), problem)
         };
+        // Every record holds its id, dropped ones too: an id names one pair of the file.
+        if let Some(first) = self.seen.get(&pair.id) {
+            let first = first.clone();
+            return Err(fail("id", Problem::DuplicateId { first }));
+        }
+        self.seen.insert(pair.id.clone(), at.clone());
+        if !self.options.include_dropped && !pair.is_kept() {
+            return Ok(None);
+        }
         // An empty question is allowed (the image alone is the prompt); an empty answer is not.
         for (field, text) in [("chosen", &pair.chosen), ("rejected", &pair.rejected)] {
             if text.trim().is_empty() {
@@ -157,6 +191,18 @@ impl<'a> Records<'a> {
         }
         if self.options.images == ImageCheck::Decode && pair.image.decoded.is_none() {
             let bytes = pair.image.bytes.as_deref().unwrap_or_default();
+            let (width, height) =
+                image_dimensions(bytes).map_err(|e| fail("image", Problem::Undecodable(e)))?;
+            if width.max(height) > MAX_IMAGE_SIDE {
+                return Err(fail(
+                    "image",
+                    Problem::ImageTooLarge {
+                        width,
+                        height,
+                        limit: MAX_IMAGE_SIDE,
+                    },
+                ));
+            }
             let decoded = decode_rgb(bytes).map_err(|e| fail("image", Problem::Undecodable(e)))?;
             pair.image.decoded = Some(decoded);
         }
@@ -170,7 +216,10 @@ impl Iterator for Records<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         while !self.finished {
             let checked = match self.inner.next()? {
-                Ok((at, pair)) => self.validate(at, pair),
+                Ok((at, pair)) => {
+                    self.last = Some(at.clone());
+                    self.validate(at, pair)
+                }
                 Err(e) => Err(e),
             };
             match checked {

@@ -32,7 +32,7 @@ pub fn open_dataset(
             (None, Some(rel)) => home.join(rel),
             (None, None) => home.clone(),
         };
-        Box::new(ImageFolder::new(root))
+        Box::new(ImageFolder::new(root).allowing_absolute(options.absolute_images))
     };
     if meta.is_dir() {
         let shards = parquet_shards(path)?;

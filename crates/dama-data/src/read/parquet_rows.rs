@@ -109,9 +109,9 @@ pub(crate) fn parquet_rows<R: ChunkReader + Send + 'static>(
     file: &str,
     reader: R,
 ) -> Result<(Option<Header>, Rows), DataError> {
-    let parquet_err = |source| DataError::Parquet {
+    let parquet_err = |error| DataError::Parquet {
         file: file.to_owned(),
-        source,
+        error,
     };
     let builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(parquet_err)?;
     let metadata = builder.metadata().clone();

@@ -27,7 +27,7 @@ pub trait Splitter {
                 .map_err(|e| SplitError::Pair {
                     id: pair.id.clone(),
                     answer: which,
-                    source: Box::new(e),
+                    error: Box::new(e),
                 })
         };
         Ok(SubSentences {
@@ -39,12 +39,11 @@ pub trait Splitter {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
-    #[error("pair `{id}`, {answer} answer: {source}")]
+    #[error("pair `{id}`, {answer} answer: {error}")]
     Pair {
         id: String,
         answer: &'static str,
-        #[source]
-        source: Box<SplitError>,
+        error: Box<SplitError>,
     },
     /// The endpoint could not be reached or kept failing after every retry.
     #[error("LLM request to {url} failed after {attempts} attempt(s): {why}")]

@@ -120,6 +120,9 @@ pub struct LlmSplitter {
     cache_hits: AtomicUsize,
     retries: AtomicUsize,
     fallbacks: AtomicUsize,
+    /// Why the LLM failed on each answer handed to the fallback since the last
+    /// [`LlmSplitter::take_failures`] (the API key already redacted).
+    failures: std::sync::Mutex<Vec<String>>,
 }
 
 impl LlmSplitter {
@@ -138,6 +141,7 @@ impl LlmSplitter {
             cache_hits: AtomicUsize::new(0),
             retries: AtomicUsize::new(0),
             fallbacks: AtomicUsize::new(0),
+            failures: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -145,6 +149,17 @@ impl LlmSplitter {
     pub fn with_fallback(mut self, fallback: RuleSplitter) -> Self {
         self.fallback = fallback;
         self
+    }
+
+    /// Why the LLM failed on the answers it handed to the fallback since the last call, in
+    /// order: a caller says which pairs were split by the rules instead.
+    pub fn take_failures(&self) -> Vec<String> {
+        std::mem::take(&mut *self.failures.lock().expect("failures lock"))
+    }
+
+    /// The name of the splitter used after a failure.
+    pub fn fallback_name(&self) -> String {
+        format!("{} after an LLM failure", self.fallback.name())
     }
 
     pub fn stats(&self) -> LlmStats {
@@ -188,8 +203,12 @@ impl Splitter for LlmSplitter {
             (Ok(facts), _) => Ok(facts),
             // A broken cache directory is the user's to fix, not a reason to change splitter.
             (Err(e @ SplitError::Cache { .. }), _) | (Err(e), OnFailure::Fail) => Err(e),
-            (Err(_), OnFailure::FallBackToRules) => {
+            (Err(e), OnFailure::FallBackToRules) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.failures
+                    .lock()
+                    .expect("failures lock")
+                    .push(e.to_string());
                 Ok(self.fallback.split_text(answer))
             }
         }
