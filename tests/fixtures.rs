@@ -109,3 +109,143 @@ pub fn max_diff(
         .flat_map(|(k, va)| va.iter().zip(&b[k]).map(|(x, y)| (x - y).abs()))
         .fold(0.0, f32::max)
 }
+
+/// A dataset of the broken records a scraped preference set really has, beside good ones, for
+/// the bad-input tests of every command: `pairs.jsonl` in `<dir>/data` with its images there,
+/// and one image outside that folder.
+pub struct BrokenCorpus {
+    pub data: PathBuf,
+    /// The ids of the good records, in file order.
+    pub good: Vec<&'static str>,
+    /// (line, reason as `*.skipped.jsonl` names it) of every bad record, in file order.
+    pub bad: Vec<(usize, &'static str)>,
+    /// The line whose image is an absolute path outside the folder (good with
+    /// `--allow-absolute-images`).
+    pub absolute_line: usize,
+}
+
+fn png_bytes(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+/// A PNG whose header declares 60000×60000 pixels (with a valid checksum): what a
+/// decompression bomb looks like to a reader that trusts it.
+fn bomb_png() -> Vec<u8> {
+    let mut bytes = png_bytes(1, 1, [0, 0, 0]);
+    bytes[16..20].copy_from_slice(&60_000u32.to_be_bytes());
+    bytes[20..24].copy_from_slice(&60_000u32.to_be_bytes());
+    let crc = !bytes[12..29].iter().fold(!0u32, |mut c, &b| {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xEDB8_8320
+            } else {
+                c >> 1
+            };
+        }
+        c
+    });
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+pub fn broken_corpus(dir: &Path) -> BrokenCorpus {
+    let data = dir.join("data");
+    let images = data.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let outside = dir.join("outside.png");
+    std::fs::write(&outside, png_bytes(20, 20, [200, 10, 10])).unwrap();
+    for (i, (_, rgb)) in COLOURS.iter().enumerate().take(4) {
+        std::fs::write(images.join(format!("g{i}.png")), png_bytes(24, 30, *rgb)).unwrap();
+    }
+    let full = png_bytes(24, 30, [1, 2, 3]);
+    std::fs::write(images.join("empty.png"), b"").unwrap();
+    std::fs::write(images.join("truncated.png"), &full[..full.len() / 2]).unwrap();
+    std::fs::write(images.join("text.png"), b"this is not a picture\n").unwrap();
+    std::fs::write(images.join("bomb.png"), bomb_png()).unwrap();
+    std::os::unix::fs::symlink(&outside, images.join("link.png")).unwrap();
+    let rec = |id: &str, image: &str, chosen: &str| {
+        serde_json::json!({"id": id, "image": image, "question": "What colour is the image?",
+                           "chosen": chosen, "rejected": "The image is black and there is a dog."})
+        .to_string()
+    };
+    let good = |i: usize| {
+        rec(
+            &format!("g{i}"),
+            &format!("images/g{i}.png"),
+            "The image is red.",
+        )
+    };
+    let absolute = outside.display().to_string();
+    let lines: Vec<(Vec<u8>, Option<&'static str>)> = vec![
+        (good(0).into(), None),
+        (good(1).into(), None),
+        (rec("empty-file", "images/empty.png", "A.").into(), Some("undecodable_image")),
+        (rec("truncated", "images/truncated.png", "A.").into(), Some("undecodable_image")),
+        (rec("not-an-image", "images/text.png", "A.").into(), Some("undecodable_image")),
+        (rec("bomb", "images/bomb.png", "A.").into(), Some("image_too_large")),
+        (rec("dotdot", "../outside.png", "A.").into(), Some("image_outside_folder")),
+        (rec("deeper", "images/../../outside.png", "A.").into(), Some("image_outside_folder")),
+        (rec("symlink", "images/link.png", "A.").into(), Some("image_outside_folder")),
+        (rec("absolute", &absolute, "A.").into(), Some("missing_image")),
+        (good(0).into(), Some("duplicate_id")),
+        (rec("g1", "images/g2.png", "Something else.").into(), Some("duplicate_id")),
+        (rec("empty-answer", "images/g0.png", "  ").into(), Some("empty_text")),
+        (
+            br#"{"id": "no-rejected", "image": "images/g0.png", "question": "Q", "chosen": "A."}"#.to_vec(),
+            Some("missing_field"),
+        ),
+        (
+            br#"{"id": "wrong-type", "image": "images/g0.png", "question": "Q", "chosen": 5, "rejected": "B."}"#.to_vec(),
+            Some("malformed"),
+        ),
+        (b"{\"id\": \"cut".to_vec(), Some("malformed")),
+        (b"{\"id\": \"bytes\xff\xfe\"}".to_vec(), Some("not_utf8")),
+        (
+            br#"{"id": "no-image", "question": "Q", "chosen": "A.", "rejected": "B."}"#.to_vec(),
+            Some("missing_image"),
+        ),
+        (
+            br#"{"id": "bad-b64", "image_b64": "%%%", "question": "Q", "chosen": "A.", "rejected": "B."}"#.to_vec(),
+            Some("undecodable_image"),
+        ),
+        (good(2).into(), None),
+        (good(3).into(), None),
+    ];
+    let mut file = Vec::new();
+    let mut bad = Vec::new();
+    for (i, (line, reason)) in lines.iter().enumerate() {
+        file.extend_from_slice(line);
+        file.push(b'\n');
+        if let Some(r) = reason {
+            bad.push((i + 1, *r));
+        }
+    }
+    let path = data.join("pairs.jsonl");
+    std::fs::write(&path, file).unwrap();
+    BrokenCorpus {
+        data: path,
+        good: vec!["g0", "g1", "g2", "g3"],
+        bad,
+        absolute_line: 10,
+    }
+}
+
+/// (line, reason) of every entry of a `*.skipped.jsonl`.
+pub fn skipped_list(path: &Path) -> Vec<(usize, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["line"].as_u64().unwrap() as usize,
+                v["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

@@ -332,3 +332,61 @@ fn dpo_mode_is_plain_dpo() {
         assert!(d <= 1e-5 * scale, "{}: {d} (largest entry {scale})", p.name);
     }
 }
+
+/// Notices a run gives, for the tests to read.
+#[derive(Default)]
+struct Notices(std::cell::RefCell<Vec<String>>);
+
+impl dama_train::Observer for Notices {
+    fn notice(&self, message: &str) {
+        self.0.borrow_mut().push(message.to_owned());
+    }
+}
+
+#[test]
+fn cut_conversations_and_positions_past_the_model_are_named() {
+    use dama_train::prepare::load_processor;
+    use dama_train::{DataOptions, TrainData};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), 3);
+    let data = dataset(dir.path(), 4, |_, _| {});
+    // The longest conversation, uncut, and its prompt.
+    let (processor, positions) = load_processor(&model, true, None).unwrap();
+    let full = TrainData::load(&data, &processor, DataOptions::default()).unwrap();
+    let longest = full
+        .pairs
+        .iter()
+        .map(|p| p.encoded.rejected.input_ids.len())
+        .max()
+        .unwrap();
+    let prompt = full
+        .pairs
+        .iter()
+        .map(|p| p.encoded.shared_prefix)
+        .max()
+        .unwrap();
+    assert!(!full.pairs.iter().any(|p| p.encoded.rejected.truncated));
+
+    // Cut one token short of the longest: it is still trained on, and said to be cut.
+    let (processor, _) = load_processor(&model, true, Some(longest - 1)).unwrap();
+    assert!(longest - 1 > prompt + 1, "room for a scored token");
+    let cut = TrainData::load(&data, &processor, DataOptions::default()).unwrap();
+    assert_eq!(cut.pairs.len(), 4);
+    let notices = Notices::default();
+    cut.report(&notices, None, Some(longest - 1));
+    let said = notices.0.borrow().join("\n");
+    assert!(said.contains("were cut to --max-length"), "{said}");
+
+    // A model that saw fewer positions than these sequences have.
+    let options = DataOptions {
+        max_positions: Some(longest - 2),
+        ..DataOptions::default()
+    };
+    let (processor, _) = load_processor(&model, true, None).unwrap();
+    let long = TrainData::load(&data, &processor, options).unwrap();
+    let notices = Notices::default();
+    long.report(&notices, None, None);
+    let said = notices.0.borrow().join("\n");
+    assert!(said.contains("max_position_embeddings"), "{said}");
+    assert!(positions >= longest, "the tiny model itself has room");
+}

@@ -57,6 +57,8 @@ fn delta_and_alpha_d_match_transformers() {
         "{header}"
     );
     assert_eq!(header["scored"], 7);
+    // Every pair's sub-sentences came with the dataset: the header says so, not `rules-v1`.
+    assert_eq!(header["splitter"], "input", "{header}");
     assert_eq!(
         header["edge_counts"],
         serde_json::json!({"no_subsentences": 1, "no_chosen": 1, "no_rejected": 1})

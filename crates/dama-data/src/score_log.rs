@@ -181,7 +181,12 @@ impl ScoreLog {
             .map_err(io)?;
         } else {
             file.seek(SeekFrom::Start(0)).map_err(io)?;
-            let (found, entries, _, complete_len) = read_log(&label, BufReader::new(&mut file))?;
+            let LogContents {
+                run: found,
+                scored: entries,
+                complete_len,
+                ..
+            } = read_log(&label, BufReader::new(&mut file))?;
             if found != *run {
                 return Err(DataError::Mismatch {
                     file: label,
@@ -250,13 +255,19 @@ impl ScoreLog {
     }
 }
 
+/// A log as read back.
+struct LogContents {
+    run: RunInfo,
+    scored: Vec<ScoredPair>,
+    skipped: HashMap<String, SkippedPair>,
+    /// Bytes of the complete lines (a torn last line is cut off there).
+    complete_len: u64,
+}
+
 /// The run, the scored entries and the skipped ones (a later line for an id replaces an earlier
 /// one: a scored entry in place, a skip removes it, a score removes a skip), and the length of
 /// the complete lines.
-fn read_log(
-    label: &str,
-    mut reader: impl BufRead,
-) -> Result<(RunInfo, Vec<ScoredPair>, HashMap<String, SkippedPair>, u64), DataError> {
+fn read_log(label: &str, mut reader: impl BufRead) -> Result<LogContents, DataError> {
     let mut complete_len = 0u64;
     let mut header: Option<RunInfo> = None;
     let mut entries: Vec<Option<ScoredPair>> = Vec::new();
@@ -318,12 +329,12 @@ fn read_log(
         at: Location::file(label),
         what: "an empty score log".into(),
     })?;
-    Ok((
+    Ok(LogContents {
         run,
-        entries.into_iter().flatten().collect(),
+        scored: entries.into_iter().flatten().collect(),
         skipped,
         complete_len,
-    ))
+    })
 }
 
 /// What the final file is.
@@ -389,7 +400,12 @@ fn write_final(
 ) -> Result<Finalized, DataError> {
     let label = log.display().to_string();
     let file = File::open(log).map_err(|e| DataError::io(&label, e))?;
-    let (run, entries, skipped, _) = read_log(&label, BufReader::new(file))?;
+    let LogContents {
+        run,
+        scored: entries,
+        skipped,
+        ..
+    } = read_log(&label, BufReader::new(file))?;
     if entries.is_empty() {
         return Err(DataError::Format {
             at: Location::file(&label),

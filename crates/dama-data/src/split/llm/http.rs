@@ -133,7 +133,11 @@ impl Client {
             Ok(t) => t,
             Err(e) => return classify_transport(e),
         };
-        let excerpt: String = text.chars().take(300).collect();
+        // Redacted before it is cut: a cut through the key would leave a part of it.
+        let excerpt: String = redact(&text, config.api_key.as_deref())
+            .chars()
+            .take(300)
+            .collect();
         match status {
             200..=299 => match answer_of(&text) {
                 Some(answer) => Attempt::Done(answer),
