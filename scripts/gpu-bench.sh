@@ -231,7 +231,7 @@ for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block op
             stage step7b8_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 8 --steps 3 --optim fused-sr
             [ "$torch" = 1 ] && stage step7b8_torch 240 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:8
             ;;
-        step7b16_ckpt) stage step7b16_ckpt 240 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 16 --steps 2 --optim fused-sr --activation-checkpointing ;;
+        step7b16_ckpt) stage step7b16_ckpt 240 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 16 --steps 2 --optim fused-sr --recompute-activations ;;
         step7b_defaults) stage step7b_defaults 200 env -u DAMA_CUDA_ATTN "$(attn_env)" DAMA_CUDA_DEFAULTS=1 "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr ;;
         step1b_defaults) stage step1b_defaults 120 env -u DAMA_CUDA_ATTN "$(attn_env)" DAMA_CUDA_DEFAULTS=1 "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 ;;
         step1b_autograd) stage step1b_autograd 120 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 1b --pairs 8 --steps 3 --layer-backward autograd ;;
@@ -326,7 +326,7 @@ for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b
     t, t_src = anchor(f"step{m}_torch")
     t = t if t and "pairs_per_s" in t else None
     if c:
-        ckpt = ", activation checkpointing" if c.get("activation_checkpointing") else ""
+        ckpt = ", activation checkpointing" if (c.get("recompute_activations") or c.get("activation_checkpointing")) else ""
         ckpt += ", CUDA pool/event defaults" if c.get("cuda_defaults") else ""
         line = (f"llava-{m[:2]} step [{st}, {c.get('pairs_per_step')} pairs, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}{ckpt}, AdamW {c.get('optim', 'candle')}"
                 f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "

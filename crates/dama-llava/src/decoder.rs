@@ -216,7 +216,7 @@ struct LayerTape {
     /// The layer's input, detached.
     x: Tensor,
     /// Taken by the first backward (so the activations go as soon as this layer's backward is
-    /// done); `None` with checkpointing, or for a second backward, which recompute them.
+    /// done); `None` when recomputing, or for a second backward, which recompute them.
     saved: Mutex<Option<Saved>>,
 }
 
@@ -347,7 +347,7 @@ fn backward(
 
 /// One decoder layer on `x` `(rows·seq, hidden)` in a forward that may track gradients.
 /// Untracked, it is the plain forward; tracked, it is [`forward_saving`] wired into the graph
-/// with [`backward`] (`checkpoint`: keep only `x` and run the forward again in the backward),
+/// with [`backward`] (`recompute`: keep only `x` and run the forward again in the backward),
 /// or candle's autograd when `mode` says so. All of them compute the same values, bit for bit.
 pub fn layer_forward(
     c: &TextConfig,
@@ -356,14 +356,14 @@ pub fn layer_forward(
     att: &AttentionInputs,
     grad: Grad,
     mode: LayerBackward,
-    checkpoint: bool,
+    recompute: bool,
 ) -> Result<Tensor> {
     let tracked = grad == Grad::Track || x.track_op();
     if !tracked {
         return layer_forward_autograd(c, l, x, att, Grad::Off);
     }
     if mode == LayerBackward::Autograd {
-        if !checkpoint {
+        if !recompute {
             return layer_forward_autograd(c, l, x, att, grad);
         }
         let (c, l2, a) = (c.clone(), l.clone(), att.clone());
@@ -371,7 +371,7 @@ pub fn layer_forward(
             let grad = if track { Grad::Track } else { Grad::Off };
             layer_forward_autograd(&c, &l2, x, &a, grad)
         });
-        return dama_kernels::checkpoint(x, &l.tensors(), f);
+        return dama_kernels::recompute(x, &l.tensors(), f);
     }
     let s = Shapes::new(c, att);
     let params = match grad {
@@ -385,7 +385,7 @@ pub fn layer_forward(
         l: l.clone(),
         att: att.clone(),
         x: x.detach(),
-        saved: Mutex::new((!checkpoint).then_some(saved)),
+        saved: Mutex::new((!recompute).then_some(saved)),
     };
     let bwd: Arc<Backward> =
         Arc::new(move |dy: &Tensor, need: &[bool], need_dx: bool| tape.backward(dy, need, need_dx));

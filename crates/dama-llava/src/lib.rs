@@ -5,7 +5,7 @@
 //! the trainable weights. This crate provides exactly that, checked against transformers'
 //! `LlavaForConditionalGeneration` on tiny random models (`tests/`):
 //!
-//! - [`LlavaConfig`], [`Checkpoint`]: an HF folder's `config.json` and safetensors (one file or
+//! - [`LlavaConfig`], [`WeightFiles`]: an HF folder's `config.json` and safetensors (one file or
 //!   sharded; any key layout transformers has written), memory-mapped;
 //! - [`LlavaProcessor`]: CLIP preprocessing (or LLaVA's `pad` mode) and the vicuna_v1 template
 //!   with its answer labels ([`template`]);
@@ -18,7 +18,6 @@
 //! Every op where gradients flow has a backward in candle 0.11.1 ([`ops`]); the vision tower is
 //! frozen and runs `dama_clip`'s forward-only CLIP.
 
-pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod error;
@@ -34,8 +33,8 @@ pub mod random;
 pub mod save;
 pub mod template;
 pub mod vision;
+pub mod weights;
 
-pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::LlavaConfig;
 pub use decoder::LayerBackward;
 pub use error::{LlavaError, Result};
@@ -43,3 +42,4 @@ pub use model::{LlavaModel, LoadOptions, PairLogps};
 pub use params::{Grad, LoraConfig, LoraTarget, Trainable};
 pub use processor::{AspectMode, Images, LlavaProcessor, PairBatch, PairExample};
 pub use template::{EncodedAnswer, EncodedPair, PairEncoder};
+pub use weights::{KeyLayout, WeightFiles};

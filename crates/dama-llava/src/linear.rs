@@ -164,17 +164,10 @@ fn lora_a_init(
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let mut rng = dama_core::Xoshiro256::seed_from(cfg.seed ^ fnv1a(name));
+    let mut rng = dama_core::Xoshiro256::seed_from(cfg.seed ^ dama_core::hash::fnv1a(name));
     let bound = 1.0 / (inp as f64).sqrt();
     let values: Vec<f32> = (0..cfg.rank * inp)
         .map(|_| ((2.0 * rng.open01() - 1.0) * bound) as f32)
         .collect();
     Ok(Tensor::from_vec(values, (cfg.rank, inp), device)?.to_dtype(dtype)?)
-}
-
-/// FNV-1a, to turn a layer name into a seed.
-pub(crate) fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
 }

@@ -34,7 +34,7 @@ pub struct Llama {
     pub(crate) lm_head: Tensor,
     tied: bool,
     /// Recompute each decoder layer in the backward instead of keeping its activations.
-    checkpoint_layers: bool,
+    recompute_layers: bool,
     layer_backward: LayerBackward,
 }
 
@@ -106,7 +106,7 @@ impl Llama {
             norm,
             lm_head,
             tied,
-            checkpoint_layers: false,
+            recompute_layers: false,
             layer_backward: LayerBackward::default(),
         })
     }
@@ -114,8 +114,8 @@ impl Llama {
     /// Activation checkpointing: with `on`, a tracked forward keeps only each decoder layer's
     /// input and output, and the backward runs each layer again (one more forward of the
     /// language model per step, for a fraction of its activation memory). Same numbers.
-    pub fn set_activation_checkpointing(&mut self, on: bool) {
-        self.checkpoint_layers = on;
+    pub fn set_recompute_activations(&mut self, on: bool) {
+        self.recompute_layers = on;
     }
 
     /// Which backward the decoder layers use (the hand-written one unless told otherwise).
@@ -147,7 +147,7 @@ impl Llama {
                 att,
                 grad,
                 self.layer_backward,
-                self.checkpoint_layers,
+                self.recompute_layers,
             )?;
         }
         Ok(x)
@@ -210,7 +210,7 @@ mod tests {
     use crate::params::{LoraConfig, LoraTarget, Trainable};
     use crate::processor::{Images, PairBatch};
     use crate::template::{EncodedAnswer, EncodedPair};
-    use crate::{LlavaConfig, LlavaModel, LoadOptions, random::random_checkpoint};
+    use crate::{LlavaConfig, LlavaModel, LoadOptions, random::random_weights};
 
     fn model(trainable: Trainable) -> LlavaModel {
         let text = r#"{"image_token_index": 60, "pad_token_id": 0,
@@ -220,12 +220,12 @@ mod tests {
                             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
                             "attention_bias": true}}"#;
         let cfg = LlavaConfig::from_json_str(text, std::path::Path::new("inline")).unwrap();
-        let ckpt = random_checkpoint(&cfg, 5).unwrap();
+        let ckpt = random_weights(&cfg, 5).unwrap();
         let opts = LoadOptions {
             trainable,
             ..LoadOptions::default()
         };
-        LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap()
+        LlavaModel::from_weights(cfg, ckpt, &opts).unwrap()
     }
 
     fn batch(m: &LlavaModel) -> PairBatch {
@@ -306,7 +306,7 @@ mod tests {
                 (LayerBackward::Manual, true),
             ] {
                 m.set_layer_backward(mode);
-                m.llama.set_activation_checkpointing(ckpt);
+                m.llama.set_recompute_activations(ckpt);
                 let (s1, g1) = run(&m, &b);
                 assert_eq!(
                     s0, s1,

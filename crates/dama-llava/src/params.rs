@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::checkpoint::{Checkpoint, KeyLayout};
 use crate::error::{LlavaError, Result};
+use crate::weights::{KeyLayout, WeightFiles};
 
 /// The linear layers of a LLaMA block that LoRA can adapt (PEFT's `target_modules` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -140,7 +140,7 @@ impl Grad {
 
 /// Reads weights by canonical (llava-hf layout) name and registers the trainable ones.
 pub(crate) struct ParamLoader<'a> {
-    pub ckpt: &'a Checkpoint,
+    pub ckpt: &'a WeightFiles,
     pub layout: &'a KeyLayout,
     pub dtype: DType,
     pub device: &'a Device,

@@ -7,9 +7,9 @@ use candle_core::{Device, Tensor};
 use dama_clip::config::ClipVisionConfig;
 use dama_core::Xoshiro256;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::LlavaConfig;
 use crate::error::{LlavaError, Result};
+use crate::weights::WeightFiles;
 
 struct Gen(Xoshiro256);
 
@@ -32,7 +32,7 @@ impl Gen {
 /// Weights for `cfg`: matrices N(0, 1/fan_in), embeddings N(0, 1), norm scales N(1, 0.1²),
 /// biases N(0, 0.1²): activations of order one, so that log-probs and gradients are far from
 /// the degenerate uniform case.
-pub fn random_checkpoint(cfg: &LlavaConfig, seed: u64) -> Result<Checkpoint> {
+pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
     let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
         .map_err(|e| LlavaError::config("random model", "vision_config", e.to_string()))?;
     let mut g = Gen(Xoshiro256::seed_from(seed));
@@ -143,7 +143,7 @@ pub fn random_checkpoint(cfg: &LlavaConfig, seed: u64) -> Result<Checkpoint> {
             Matrix,
         )?;
     }
-    Ok(Checkpoint::from_tensors(
+    Ok(WeightFiles::from_tensors(
         map,
         format!("random weights (seed {seed})"),
     ))
@@ -247,8 +247,8 @@ impl TinySpec {
 pub fn write_tiny_model(dir: &std::path::Path, spec: &TinySpec, seed: u64) -> Result<()> {
     let config = spec.config_json();
     let cfg = LlavaConfig::from_json_str(&config.to_string(), std::path::Path::new("tiny config"))?;
-    let ckpt = random_checkpoint(&cfg, seed)?;
-    let model = crate::LlavaModel::from_checkpoint(cfg, ckpt, &Default::default())?;
+    let ckpt = random_weights(&cfg, seed)?;
+    let model = crate::LlavaModel::from_weights(cfg, ckpt, &Default::default())?;
     model.save_pretrained(dir)?;
     let write = |name: &str, text: String| -> Result<()> {
         let path = dir.join(name);

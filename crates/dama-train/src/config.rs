@@ -148,8 +148,8 @@ pub struct TrainConfig {
     pub ref_cache: Option<PathBuf>,
     /// Recompute each decoder layer in the backward instead of keeping its activations (same
     /// numbers, less memory, one more forward of the language model per pass).
-    #[serde(default)]
-    pub activation_checkpointing: bool,
+    #[serde(default, alias = "activation_checkpointing")]
+    pub recompute_activations: bool,
 }
 
 /// The fields of [`TrainConfig`] a resumed run may change.
@@ -158,7 +158,7 @@ const FREE_ON_RESUME: [&str; 5] = [
     "save_total_limit",
     "skip_bad",
     "ref_cache",
-    "activation_checkpointing",
+    "recompute_activations",
 ];
 
 impl TrainConfig {
@@ -196,7 +196,7 @@ impl TrainConfig {
             save_total_limit: 2,
             skip_bad: false,
             ref_cache: None,
-            activation_checkpointing: false,
+            recompute_activations: false,
         }
     }
 
@@ -269,7 +269,7 @@ mod tests {
         let free = TrainConfig {
             save_every: 7,
             skip_bad: true,
-            activation_checkpointing: true,
+            recompute_activations: true,
             ..a.clone()
         };
         assert_eq!(a.identity().unwrap(), free.identity().unwrap());

@@ -50,13 +50,6 @@ impl Default for AdamWConfig {
     }
 }
 
-/// FNV-1a of a parameter's name, to give each variable its own rounding stream.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 /// A trainable variable and the name it is saved under.
 #[derive(Debug, Clone)]
 pub struct Param {
@@ -81,7 +74,7 @@ impl AdamW {
             .map(|p| {
                 let master = match cfg.master {
                     Master::StochasticBf16 { seed } => Master::StochasticBf16 {
-                        seed: seed ^ name_hash(&p.name),
+                        seed: seed ^ dama_core::hash::fnv1a(&p.name),
                     },
                     m => m,
                 };

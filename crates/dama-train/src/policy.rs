@@ -56,7 +56,7 @@ pub fn build_policy(
     };
     let mut model = LlavaModel::load(&load_from, &opts)
         .with_context(|| format!("loading the policy {}", load_from.display()))?;
-    model.set_activation_checkpointing(cfg.activation_checkpointing);
+    model.set_recompute_activations(cfg.recompute_activations);
     let params: Vec<Param> = model
         .trainable_vars()
         .iter()

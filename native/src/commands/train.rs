@@ -88,9 +88,10 @@ pub struct TrainArgs {
     pub optim_master: OptimMaster,
     /// Recompute each decoder layer in the backward instead of keeping its activations: the
     /// same numbers with a fraction of the activation memory, for one more forward of the
-    /// language model per pass (larger micro-batches on one GPU). Free to change on resume.
-    #[arg(long)]
-    pub activation_checkpointing: bool,
+    /// language model per pass (larger micro-batches on one GPU); what other frameworks call
+    /// activation or gradient checkpointing. Free to change on resume.
+    #[arg(long, visible_alias = "activation-checkpointing")]
+    pub recompute_activations: bool,
     /// Clip the global gradient norm (0 = no clipping).
     #[arg(long, default_value_t = paper().max_grad_norm.unwrap_or(0.0))]
     pub max_grad_norm: f64,
@@ -179,7 +180,7 @@ impl TrainArgs {
             save_total_limit: self.save_total_limit,
             skip_bad: self.input.skip_bad,
             ref_cache: self.ref_cache.clone(),
-            activation_checkpointing: self.activation_checkpointing,
+            recompute_activations: self.recompute_activations,
         }
     }
 }

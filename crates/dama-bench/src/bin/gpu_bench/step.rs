@@ -25,8 +25,8 @@ use candle_nn::{Optimizer, ParamsAdamW};
 use dama_clip::config::ClipVisionConfig;
 use dama_core::{DamaConfig, DamaState};
 use dama_llava::{
-    Checkpoint, EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel,
-    LoadOptions, PairBatch, Trainable,
+    EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel, LoadOptions,
+    PairBatch, Trainable, WeightFiles,
 };
 use dama_train::optim::{AdamW, AdamWConfig, Master, Param};
 use dama_train::step::{BatchRefs, StepSettings, gradients, train_step};
@@ -352,7 +352,7 @@ pub fn run(
     steps: usize,
     optim: &str,
     layer_backward: LayerBackward,
-    activation_checkpointing: bool,
+    recompute_activations: bool,
 ) -> Result<()> {
     let text_len = 160;
     let cfg = config(lm)?;
@@ -363,13 +363,13 @@ pub fn run(
         device: dev.clone(),
         trainable: Trainable::Full,
     };
-    let mut model = LlavaModel::from_checkpoint(
+    let mut model = LlavaModel::from_weights(
         cfg.clone(),
-        Checkpoint::from_tensors(weights, "random (GPU)"),
+        WeightFiles::from_tensors(weights, "random (GPU)"),
         &opts,
     )?;
     model.set_layer_backward(layer_backward);
-    model.set_activation_checkpointing(activation_checkpointing);
+    model.set_recompute_activations(recompute_activations);
     dev.synchronize()?;
     eprintln!(
         "llava-{lm}: random weights on the GPU in {:.1} s",
@@ -441,7 +441,7 @@ pub fn run(
         "{}",
         json!({"config": format!("llava-{lm}"), "optim": optim,
                "layer_backward": format!("{layer_backward:?}").to_lowercase(),
-               "activation_checkpointing": activation_checkpointing,
+               "recompute_activations": recompute_activations,
                // dama_kernels::cuda_device's pool threshold and event tracking (or CUDA's defaults)
                "cuda_defaults": std::env::var("DAMA_CUDA_DEFAULTS").as_deref() == Ok("1"),
                "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
