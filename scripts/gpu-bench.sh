@@ -3,7 +3,7 @@
 # machine, which has no cargo and no internet: the bench binary is built here and carried.
 #
 # Here (CPU machine), once:
-#   source ../shared/cuda/setup-cuda13.sh
+#   source scripts/setup-cuda13.sh
 #   cargo build --release -p dama-bench --features cuda --bin gpu_bench
 #   cargo build --release -p dama-native --features cuda        # optional, for stage demo
 #   scripts/gpu-bench.sh --prepare [GPU_BENCH [DAMA_NATIVE]]
@@ -329,10 +329,12 @@ for m, st in (("1b", "step1b_candle"), ("1b", "step1b_autograd"), ("1b", "step1b
         ckpt = ", activation checkpointing" if (c.get("recompute_activations") or c.get("activation_checkpointing")) else ""
         ckpt += ", CUDA pool/event defaults" if c.get("cuda_defaults") else ""
         line = (f"llava-{m[:2]} step [{st}, {c.get('pairs_per_step')} pairs, attention {kernel(st)}, layers {c.get('layer_backward', 'autograd')}{ckpt}, AdamW {c.get('optim', 'candle')}"
-                f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, "
-                f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs, peak {c['peak_mem_mib']} MiB)")
+                f" ({c.get('optim_state_gib', float('nan')):.1f} GiB state)]: candle {c['pairs_per_s']:.2f} pairs/s ({c['step_s']:.3f} s/step, " +
+                (f"MFU {c['mfu_executed']:.3f} of the FLOPs it executes, " if 'mfu_executed' in c else
+                 f"MFU {c['mfu_vs_989_anchor_flops']:.3f} with the anchor's FLOPs (an older result), ") +
+                f"peak {c['peak_mem_mib']} MiB)")
         if t:
-            line += (f"; torch {t['pairs_per_s']} pairs/s (MFU {t['mfu_vs_989']}, {t['peak_mem_gib']} GiB);"
+            line += (f"; torch {t['pairs_per_s']} pairs/s (MFU {t['mfu_vs_989']} of the FLOPs it executes, {t['peak_mem_gib']} GiB);"
                      f" ratio {c['pairs_per_s'] / t['pairs_per_s']:.2f}x" + (" (goal >= 2)" if m.startswith("7b") else "") + t_src)
         print(line)
         ph = c.get("phases_ms")
