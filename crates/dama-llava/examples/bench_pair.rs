@@ -18,7 +18,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use dama_llava::{
     Images, LayerBackward, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, LoraConfig,
-    LoraTarget, PairBatch, PairEncoder, PairExample, Trainable, random::random_weights,
+    PairBatch, PairEncoder, PairExample, Projection, Trainable, random::random_weights,
 };
 
 const ANSWER_WORDS: &str = "The image shows a small kitchen with a white table near the window . \
@@ -190,7 +190,7 @@ fn trainable(a: &Args) -> Trainable {
         "down_proj",
     ]
     .iter()
-    .map(|t| LoraTarget::parse(t).unwrap())
+    .map(|t| Projection::parse(t).unwrap())
     .collect();
     Trainable::Lora(LoraConfig::new(64, 16.0, targets))
 }

@@ -5,6 +5,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
+use crate::names::Prefix;
 use crate::params::{Grad, LoraConfig, ParamLoader};
 
 /// `B A` of a LoRA adapter and its scale `alpha / rank`.
@@ -35,9 +36,10 @@ impl Linear {
         trainable: bool,
         lora: Option<&LoraConfig>,
     ) -> Result<Self> {
-        let weight = p.load(&format!("{name}.weight"), &[out, inp], trainable)?;
+        let prefix = Prefix::new(name);
+        let weight = p.load(&prefix.weight(), &[out, inp], trainable)?;
         let bias = if bias {
-            Some(p.load(&format!("{name}.bias"), &[out], trainable)?)
+            Some(p.load(&prefix.bias(), &[out], trainable)?)
         } else {
             None
         };
@@ -47,8 +49,8 @@ impl Linear {
                 let a = lora_a_init(cfg, name, inp, p.dtype, p.device)?;
                 let b = Tensor::zeros((out, cfg.rank), p.dtype, p.device)?;
                 Some(LoraAdapter {
-                    a: p.new_var(format!("{name}.lora_A.weight"), a)?,
-                    b: p.new_var(format!("{name}.lora_B.weight"), b)?,
+                    a: p.new_var(prefix.pp("lora_A").weight(), a)?,
+                    b: p.new_var(prefix.pp("lora_B").weight(), b)?,
                     scale: cfg.scale(),
                 })
             }
@@ -152,6 +154,16 @@ impl Linear {
                 (w.to_dtype(up)? + (delta * l.scale)?)?.to_dtype(dt)
             }
         }
+    }
+
+    /// The layer's tensors as saved: `{name}.weight` (LoRA merged) and `{name}.bias` if any.
+    pub(crate) fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let prefix = Prefix::new(self.name.as_str());
+        let mut out = vec![(prefix.weight(), self.merged_weight()?)];
+        if let Some(b) = &self.bias {
+            out.push((prefix.bias(), b.detach()));
+        }
+        Ok(out)
     }
 }
 

@@ -9,6 +9,8 @@ use dama_core::Xoshiro256;
 
 use crate::config::LlavaConfig;
 use crate::error::{LlavaError, Result};
+use crate::names::{self, LayerNames};
+use crate::params::Projection;
 use crate::weights::WeightFiles;
 
 struct Gen(Xoshiro256);
@@ -95,53 +97,30 @@ pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
     }
     let t = &cfg.text;
     let h = t.hidden_size;
-    for (name, inp) in [("linear_1", cfg.projector_in()), ("linear_2", h)] {
-        add(
-            format!("multi_modal_projector.{name}.weight"),
-            &[h, inp],
-            Matrix,
-        )?;
+    for (layer, inp) in [(1, cfg.projector_in()), (2, h)] {
+        let pr = names::projector(layer);
+        add(pr.weight(), &[h, inp], Matrix)?;
         if cfg.projector_bias {
-            add(format!("multi_modal_projector.{name}.bias"), &[h], Bias)?;
+            add(pr.bias(), &[h], Bias)?;
         }
     }
-    let lm = "language_model.model";
-    add(
-        format!("{lm}.embed_tokens.weight"),
-        &[t.vocab_size, h],
-        Embedding,
-    )?;
-    let (q, kv) = (
-        t.num_attention_heads * t.head_dim,
-        t.num_key_value_heads * t.head_dim,
-    );
+    add(names::embed_tokens(), &[t.vocab_size, h], Embedding)?;
     for i in 0..t.num_hidden_layers {
-        let l = format!("{lm}.layers.{i}");
-        let linears = [
-            ("self_attn.q_proj", q, h, t.attention_bias),
-            ("self_attn.k_proj", kv, h, t.attention_bias),
-            ("self_attn.v_proj", kv, h, t.attention_bias),
-            ("self_attn.o_proj", h, q, t.attention_bias),
-            ("mlp.gate_proj", t.intermediate_size, h, t.mlp_bias),
-            ("mlp.up_proj", t.intermediate_size, h, t.mlp_bias),
-            ("mlp.down_proj", h, t.intermediate_size, t.mlp_bias),
-        ];
-        for (name, out, inp, bias) in linears {
-            add(format!("{l}.{name}.weight"), &[out, inp], Matrix)?;
-            if bias {
-                add(format!("{l}.{name}.bias"), &[out], Bias)?;
+        let l = LayerNames::new(i);
+        for p in Projection::ALL {
+            let (out, inp) = p.shape(t);
+            let prefix = l.projection(p);
+            add(prefix.weight(), &[out, inp], Matrix)?;
+            if p.has_bias(t) {
+                add(prefix.bias(), &[out], Bias)?;
             }
         }
-        add(format!("{l}.input_layernorm.weight"), &[h], Scale)?;
-        add(format!("{l}.post_attention_layernorm.weight"), &[h], Scale)?;
+        add(l.input_norm(), &[h], Scale)?;
+        add(l.post_norm(), &[h], Scale)?;
     }
-    add(format!("{lm}.norm.weight"), &[h], Scale)?;
+    add(names::final_norm(), &[h], Scale)?;
     if !cfg.tie_word_embeddings {
-        add(
-            "language_model.lm_head.weight".into(),
-            &[t.vocab_size, h],
-            Matrix,
-        )?;
+        add(names::lm_head(), &[t.vocab_size, h], Matrix)?;
     }
     Ok(WeightFiles::from_tensors(
         map,

@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Tensor, Var};
 use common::*;
 use dama_llava::{
-    Images, LlavaModel, LoadOptions, LoraConfig, LoraTarget, PairBatch, PairLogps, Trainable,
+    Images, LlavaModel, LoadOptions, LoraConfig, PairBatch, PairLogps, Projection, Trainable,
 };
 
 fn objective(l: &PairLogps) -> Tensor {
@@ -172,7 +172,7 @@ fn optimizer_updates_through_vars_reach_the_model() {
 }
 
 fn lora() -> Trainable {
-    Trainable::Lora(LoraConfig::new(4, 8.0, LoraTarget::ALL.to_vec()))
+    Trainable::Lora(LoraConfig::new(4, 8.0, Projection::ALL.to_vec()))
 }
 
 #[test]
@@ -415,7 +415,7 @@ fn tied_embeddings_biases_and_lora_with_projector_on_a_random_model() {
     let again = reloaded.pair_logps_no_grad(&batch, false).unwrap();
     assert_eq!(vec1(&again.rejected), vec1(&sep.rejected));
 
-    let mut lora = LoraConfig::new(2, 4.0, vec![LoraTarget::QProj, LoraTarget::DownProj]);
+    let mut lora = LoraConfig::new(2, 4.0, vec![Projection::Q, Projection::Down]);
     lora.train_projector = true;
     let opts = LoadOptions {
         trainable: Trainable::Lora(lora),

@@ -229,7 +229,7 @@ impl TrainConfig {
                 let targets = l
                     .targets
                     .iter()
-                    .map(|t| dama_llava::LoraTarget::parse(t))
+                    .map(|t| dama_llava::Projection::parse(t))
                     .collect::<dama_llava::Result<Vec<_>>>()?;
                 let mut cfg = LoraConfig::new(l.rank, l.alpha, targets);
                 cfg.train_projector = l.train_projector;

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Result, Tensor, Var};
 use dama_kernels::{AttnMask, composed};
 use dama_llava::Grad;
 use dama_llava::config::TextConfig;
-use dama_llava::decoder::{DecoderLayer, LayerBackward, layer_forward};
+use dama_llava::decoder::{DecoderLayer, LayerBackward, LayerRun, layer_forward};
 use dama_llava::linear::Linear;
 use dama_llava::llama::AttentionInputs;
 use serde_json::json;
@@ -128,9 +128,11 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
             &layer.layer,
             &x,
             &layer.att,
-            Grad::Track,
-            mode,
-            false,
+            LayerRun {
+                grad: Grad::Track,
+                backward: mode,
+                recompute: false,
+            },
         )?
     } else {
         let xn = rms(&x)?;
