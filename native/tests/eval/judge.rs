@@ -149,6 +149,8 @@ fn the_judge_rates_as_the_reference_caches_and_never_shows_the_key() {
 
     let first = judge(&url, "judge-1", &out);
     let said = ok(&first);
+    // `cargo test -p dama-native --test eval judge -- --nocapture` shows the table (README).
+    println!("{said}");
     // Every prompt was the reference's (the server answers no other), each asked once, with the key.
     {
         let seen = seen.lock().unwrap();

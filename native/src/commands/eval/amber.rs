@@ -155,6 +155,9 @@ pub fn render(s: &Summary) -> String {
         ("relation", s.relation),
     ];
     if s.discriminative.is_some() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
         let mut rows = vec![
             ["AMBER discriminative", "answers", "Acc.", "P", "R", "F1"]
                 .map(str::to_owned)
