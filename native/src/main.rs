@@ -32,6 +32,8 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// The end-to-end demo (also what runs with no command).
     Demo(commands::demo::DemoArgs),
+    /// Measure hallucination: Object HalBench, AMBER, LLM-judged benchmarks (MMHal-Bench).
+    Eval(commands::eval::EvalArgs),
     /// Write a tiny random LLaVA-1.5 in the Hugging Face layout (for tests and trials).
     InitTiny(commands::init_tiny::InitTinyArgs),
 }
@@ -42,6 +44,7 @@ fn main() -> Result<()> {
         Some(Command::Score(args)) => commands::score::run(&args),
         Some(Command::RefLogps(args)) => commands::ref_logps::run(&args),
         Some(Command::Train(args)) => commands::train::run(&args),
+        Some(Command::Eval(args)) => commands::eval::run(&args),
         Some(Command::InitTiny(args)) => commands::init_tiny::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         None => commands::demo::run_default(),
