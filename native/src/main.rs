@@ -32,7 +32,7 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// The end-to-end demo (also what runs with no command).
     Demo(commands::demo::DemoArgs),
-    /// Measure hallucination: Object HalBench, AMBER, LLM-judged benchmarks (MMHal-Bench).
+    /// Measure hallucination: Object HalBench, AMBER, judged benchmarks (MMHal-, LLaVA-Bench).
     Eval(commands::eval::EvalArgs),
     /// Write a tiny random LLaVA-1.5 in the Hugging Face layout (for tests and trials).
     InitTiny(commands::init_tiny::InitTinyArgs),

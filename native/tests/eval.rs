@@ -125,3 +125,5 @@ mod flags;
 mod judge;
 #[path = "eval/objhal.rs"]
 mod objhal;
+#[path = "eval/server.rs"]
+mod server;

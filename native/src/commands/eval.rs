@@ -1,6 +1,6 @@
 //! `eval`: hallucination benchmarks over a model's answers, computed as their reference code
 //! computes them (`dama_eval`): `objhal` (Object HalBench CHAIR), `amber` (AMBER), `judge`
-//! (LLM-judged benchmarks: MMHal-Bench).
+//! (LLM-judged benchmarks: MMHal-Bench, LLaVA-Bench).
 //!
 //! Each reads the files the benchmark's authors publish (the user supplies them), takes the
 //! answers from `--answers` (the JSONL of `dama-native generate`, or the benchmark's own answer
@@ -42,8 +42,8 @@ pub enum Benchmark {
     /// AMBER: discriminative accuracy / precision / recall / F1 per type, generative CHAIR,
     /// Cover, Hal, Cog, and the AMBER score.
     Amber(Box<amber::AmberArgs>),
-    /// An LLM judge with the benchmark's rubric (MMHal-Bench), over an OpenAI-compatible
-    /// endpoint; replies cached so a rerun costs nothing.
+    /// An LLM judge with the benchmark's rubric (MMHal-Bench, LLaVA-Bench), over an
+    /// OpenAI-compatible endpoint; replies cached so a rerun costs nothing.
     Judge(Box<judge::JudgeArgs>),
 }
 

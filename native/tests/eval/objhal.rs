@@ -344,3 +344,122 @@ fn answers_of_another_benchmark_are_refused_naming_the_record() {
         ],
     );
 }
+
+/// RLAIF-V's extraction prompt as its script fills it, recovered from the one the reference
+/// fixture filled (`extractor_prompt.json`, made from RLAIF-V's source, not from dama's copy).
+fn extractor_template() -> String {
+    let x = read_json(&fixtures().join("objhal/extractor_prompt.json"));
+    let (q, a, p) = (
+        x["question"].as_str().unwrap(),
+        x["answer"].as_str().unwrap(),
+        x["prompt"].as_str().unwrap(),
+    );
+    assert_eq!((p.matches(q).count(), p.matches(a).count()), (1, 1));
+    p.replace(a, "{answer}").replace(q, "{question}")
+}
+
+#[test]
+fn objhal_with_the_llm_extractor_asks_the_reference_prompt_once() {
+    use super::server::*;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let d = design(dir.path());
+    // A stand-in for GPT: it lists each answer's objects as the design names them. Answers of
+    // three words or fewer are never sent (the reference lists no object for them).
+    let template = extractor_template();
+    let sent: Vec<&Answer> = ANSWERS
+        .iter()
+        .filter(|a| a.text.split_whitespace().count() > 3)
+        .collect();
+    let exchanges: Exchanges = sent
+        .iter()
+        .map(|a| {
+            let prompt = template
+                .replace("{question}", QUESTION)
+                .replace("{answer}", a.text);
+            let objects: Vec<&str> = a.mentions.iter().map(|(w, _)| *w).collect();
+            let x = Exchange {
+                messages: json!([{"role": "system", "content": prompt}]),
+                temperature: 0.2,
+                reply: serde_json::to_string(&objects).unwrap(),
+            };
+            (prompt, x)
+        })
+        .collect();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let url = judge_server(exchanges, seen.clone());
+    let out = dir.path().join("out");
+    let offline = dir.path().join("offline");
+    ok(&objhal(&d, &d.answers, &offline, &[]));
+    let llm: [&dyn AsRef<std::ffi::OsStr>; 6] = [
+        &"--extractor",
+        &"llm",
+        &"--llm-base-url",
+        &url,
+        &"--llm-model",
+        &"gpt-x",
+    ];
+    let run = || {
+        let mut c = bin();
+        c.env("DAMA_LLM_API_KEY", KEY).arg("eval");
+        for a in [
+            &"objhal" as &dyn AsRef<std::ffi::OsStr>,
+            &"--questions",
+            &d.questions,
+            &"--coco",
+            &d.coco,
+            &"--synonyms",
+            &d.synonyms,
+            &"--wordnet",
+            &d.wordnet,
+            &"--answers",
+            &d.answers,
+            &"--out",
+            &out,
+        ]
+        .iter()
+        .chain(llm.iter())
+        {
+            c.arg(a);
+        }
+        c.output().unwrap()
+    };
+    let said = ok(&run());
+    assert_eq!(seen.lock().unwrap().requests.len(), sent.len());
+    // The design's objects, found by the LLM: the offline path's numbers (no answer of the
+    // design repeats an object, so listing each once changes nothing).
+    let s = read_json(&out.join("summary.json"));
+    let o = read_json(&offline.join("summary.json"));
+    for key in [
+        "CHAIRs",
+        "CHAIRs_refine",
+        "CHAIRi",
+        "obj_rec",
+        "mention_count",
+    ] {
+        assert_eq!(s[key], o[key], "{key}");
+    }
+    assert_eq!(s["extractor"], "llm:gpt-x");
+    let details = read_jsonl(&out.join("details.jsonl"));
+    for (a, det) in ANSWERS.iter().zip(&details) {
+        let classes: Vec<String> = det["mscoco_generated_words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m[1].as_str().unwrap().to_owned())
+            .collect();
+        let want: Vec<String> = a.mentions.iter().map(|(_, c)| c.to_string()).collect();
+        assert_eq!(classes, want, "{}", a.text);
+    }
+    assert_no_key(&said, dir.path());
+    // A rerun asks nothing.
+    let said = ok(&run());
+    assert_eq!(seen.lock().unwrap().requests.len(), sent.len());
+    assert!(
+        said.contains(&format!(
+            "extractor: 0 requests, {} cached replies",
+            sent.len()
+        )),
+        "{said}"
+    );
+}

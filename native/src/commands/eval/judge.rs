@@ -1,5 +1,5 @@
 //! `eval judge`: benchmarks whose answers an LLM rates with the benchmark's rubric, over an
-//! OpenAI-compatible endpoint (see `dama_eval::judge`). The replies are cached in
+//! OpenAI-compatible endpoint (see `dama_eval::judge`): MMHal-Bench and LLaVA-Bench. The replies are cached in
 //! `--out/llm-cache/`, so a rerun (another table, a killed run) asks nothing again; the API key
 //! comes from the environment only and is never printed or written.
 
@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use dama_eval::answers::Answers;
-use dama_eval::judge::{MmhalSummary, mmhal};
+use dama_eval::judge::llava_bench::{self, Bench, Files};
+use dama_eval::judge::{LlavaSummary, MmhalSummary, mmhal};
 
 use super::output::{self, table};
 use super::{AnswerArgs, LlmArgs, answers_file, bar};
@@ -18,18 +19,34 @@ pub enum JudgedBenchmark {
     /// MMHal-Bench (LLaVA-RLHF): 96 questions rated 0–6 with its GPT-4 rubric; a rating
     /// under 3 is a hallucination.
     Mmhal,
+    /// LLaVA-Bench (In-the-Wild or COCO): each answer scored 1–10 against GPT-4's reference
+    /// answer with LLaVA's rubric per category; the relative score in percent.
+    LlavaBench,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct JudgeArgs {
     #[arg(long, value_enum, default_value_t = JudgedBenchmark::Mmhal)]
     pub benchmark: JudgedBenchmark,
-    /// The benchmark's questions: MMHal-Bench's `response_template.json` (`question_type`,
-    /// `image_content`, `question`, `gt_answer`, `image_src`, …). Its own `model_answer`s are
-    /// judged when neither --answers nor --model is given.
+    /// MMHal-Bench: its `response_template.json` (`question_type`, `image_content`,
+    /// `question`, `gt_answer`, `image_src`, …). Its own `model_answer`s are judged when
+    /// neither --answers nor --model is given.
     #[arg(long)]
-    pub template: PathBuf,
-    /// The benchmark's images, named as the end of each `image_src` (for --model).
+    pub template: Option<PathBuf>,
+    /// LLaVA-Bench: its `questions.jsonl` (`question_id`, `image`, `text`, `category`).
+    #[arg(long)]
+    pub questions: Option<PathBuf>,
+    /// LLaVA-Bench: its `context.jsonl` (each image's `caption`).
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// LLaVA-Bench: the reference answers (`answers_gpt4.jsonl`), in the questions' order.
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// LLaVA-Bench: LLaVA's rubrics, `llava/eval/table/rule.json` of its repository.
+    #[arg(long)]
+    pub rule: Option<PathBuf>,
+    /// The benchmark's images (MMHal-Bench: named as the end of each `image_src`; LLaVA-Bench:
+    /// its `images/`), for --model.
     #[arg(long)]
     pub images: Option<PathBuf>,
     #[command(flatten)]
@@ -43,12 +60,38 @@ pub struct JudgeArgs {
 
 impl JudgeArgs {
     pub fn validate(&self) -> Result<()> {
-        // Neither --answers nor --model: the template's own answers.
-        if self.answers.answers.is_some() || self.answers.model.is_some() {
-            self.answers.validate()?;
+        let given = self.answers.answers.is_some() || self.answers.model.is_some();
+        match self.benchmark {
+            JudgedBenchmark::Mmhal => {
+                if self.template.is_none() {
+                    bail!(
+                        "--benchmark mmhal needs --template (MMHal-Bench's response_template.json)"
+                    );
+                }
+                // Neither --answers nor --model: the template's own answers.
+                if given {
+                    self.answers.validate()?;
+                }
+            }
+            JudgedBenchmark::LlavaBench => {
+                let missing: Vec<&str> = [
+                    ("--questions", self.questions.is_none()),
+                    ("--context", self.context.is_none()),
+                    ("--reference", self.reference.is_none()),
+                    ("--rule", self.rule.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(f, _)| *f)
+                .collect();
+                if !missing.is_empty() {
+                    bail!("--benchmark llava-bench needs {}", missing.join(", "));
+                }
+                self.answers.validate()?;
+            }
         }
         if self.answers.model.is_some() && self.images.is_none() {
-            bail!("--model needs --images: the benchmark's images, downloaded from `image_src`");
+            bail!("--model needs --images: the benchmark's images");
         }
         Ok(())
     }
@@ -58,11 +101,13 @@ pub fn run(args: &JudgeArgs) -> Result<()> {
     args.validate()?;
     match args.benchmark {
         JudgedBenchmark::Mmhal => run_mmhal(args),
+        JudgedBenchmark::LlavaBench => run_llava_bench(args),
     }
 }
 
 fn run_mmhal(args: &JudgeArgs) -> Result<()> {
-    let records = mmhal::read_template(&args.template)?;
+    let template = args.template.as_deref().expect("validated");
+    let records = mmhal::read_template(template)?;
     let answers_path = if args.answers.answers.is_some() || args.answers.model.is_some() {
         Some(answers_file(&args.answers, &args.out, || {
             Ok(mmhal::benchmark_questions(&records, args.images.as_deref()))
@@ -71,7 +116,7 @@ fn run_mmhal(args: &JudgeArgs) -> Result<()> {
         None
     };
     let answers = answers_path.as_deref().map(Answers::read).transpose()?;
-    let merged = mmhal::merge_answers(&args.template, &records, answers.as_ref())?;
+    let merged = mmhal::merge_answers(template, &records, answers.as_ref())?;
     let endpoint = args.llm.endpoint(&args.out)?;
     let b = bar(records.len(), "judge");
     let report = mmhal::evaluate(&records, &merged, &endpoint, |done| {
@@ -81,7 +126,7 @@ fn run_mmhal(args: &JudgeArgs) -> Result<()> {
     })?;
     b.finish_and_clear();
     output::warn(&report.warnings);
-    let answers_named = answers_path.unwrap_or_else(|| args.template.clone());
+    let answers_named = answers_path.unwrap_or_else(|| template.to_path_buf());
     let (summary_path, details_path) = output::write(
         &args.out,
         "mmhal",
@@ -99,6 +144,84 @@ fn run_mmhal(args: &JudgeArgs) -> Result<()> {
     println!("summary: {}", summary_path.display());
     println!("details: {}", details_path.display());
     Ok(())
+}
+
+fn run_llava_bench(args: &JudgeArgs) -> Result<()> {
+    let path = |p: &Option<PathBuf>| p.clone().expect("validated");
+    let (questions, context, reference, rule) = (
+        path(&args.questions),
+        path(&args.context),
+        path(&args.reference),
+        path(&args.rule),
+    );
+    let bench = Bench::load(&Files {
+        questions: &questions,
+        context: &context,
+        reference: &reference,
+        rule: &rule,
+    })?;
+    let answers_path = answers_file(&args.answers, &args.out, || {
+        Ok(bench.benchmark_questions(args.images.as_deref().expect("validated")))
+    })?;
+    let merged = bench.merge_answers(&Answers::read(&answers_path)?)?;
+    let endpoint = args.llm.endpoint(&args.out)?;
+    let b = bar(merged.len(), "judge");
+    let report = llava_bench::evaluate(&bench, &merged, &endpoint, |done| {
+        let u = endpoint.usage();
+        b.set_message(format!("{} asked, {} cached", u.requests, u.cache_hits));
+        b.set_position(done as u64);
+    })?;
+    b.finish_and_clear();
+    output::warn(&report.warnings);
+    let (summary_path, details_path) = output::write(
+        &args.out,
+        "llava-bench",
+        &answers_path,
+        &report.summary,
+        &report.details,
+        &report.warnings,
+    )?;
+    print!("{}", render_llava(&report.summary));
+    let u = endpoint.usage();
+    println!(
+        "judge: {} requests, {} cached replies, {} retries",
+        u.requests, u.cache_hits, u.retries
+    );
+    println!("summary: {}", summary_path.display());
+    println!("details: {}", details_path.display());
+    Ok(())
+}
+
+/// LLaVA-Bench's table: per category, the two means and the relative score.
+pub fn render_llava(s: &LlavaSummary) -> String {
+    let mut rows = vec![
+        [
+            "LLaVA-Bench",
+            "questions",
+            "reference",
+            "model",
+            "relative %",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for (name, c) in &s.categories {
+        rows.push(vec![
+            name.strip_prefix(llava_bench::CATEGORY_PREFIX)
+                .unwrap_or(name)
+                .to_owned(),
+            c.questions.to_string(),
+            format!("{:.3}", c.reference),
+            format!("{:.3}", c.model),
+            format!("{:.1}", c.relative),
+        ]);
+    }
+    format!(
+        "{}judge {}, {} replies without a score pair (counted -1, -1)\n",
+        table(&rows),
+        s.judge,
+        s.unparsed_scores
+    )
 }
 
 /// The printed table: the overall figures, then the average rating per question type.
