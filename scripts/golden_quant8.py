@@ -186,8 +186,9 @@ def cuda_header(signed_map, unsigned_map):
         "// (signed for the first moment, unsigned for the second), sorted ascending. Do not edit;\n"
         "// dama-kernels' tests check that these equal quant8::{SIGNED, UNSIGNED}.\n"
         "#pragma once\n"
-        f"static const unsigned int QMAP8_SIGNED_BITS[256] = {{\n{rows(signed_map)}\n}};\n"
-        f"static const unsigned int QMAP8_UNSIGNED_BITS[256] = {{\n{rows(unsigned_map)}\n}};\n"
+        "#ifdef DAMA_EMU\n#define QMAP8_SPACE\n#else\n#define QMAP8_SPACE __constant__\n#endif\n"
+        f"static QMAP8_SPACE const unsigned int QMAP8_SIGNED_BITS[256] = {{\n{rows(signed_map)}\n}};\n"
+        f"static QMAP8_SPACE const unsigned int QMAP8_UNSIGNED_BITS[256] = {{\n{rows(unsigned_map)}\n}};\n"
     )
 
 

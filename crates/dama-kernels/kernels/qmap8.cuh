@@ -2,7 +2,12 @@
 // (signed for the first moment, unsigned for the second), sorted ascending. Do not edit;
 // dama-kernels' tests check that these equal quant8::{SIGNED, UNSIGNED}.
 #pragma once
-static const unsigned int QMAP8_SIGNED_BITS[256] = {
+#ifdef DAMA_EMU
+#define QMAP8_SPACE
+#else
+#define QMAP8_SPACE __constant__
+#endif
+static QMAP8_SPACE const unsigned int QMAP8_SIGNED_BITS[256] = {
     0xbf7e3333u, 0xbf7a999au, 0xbf770000u, 0xbf736666u, 0xbf6fcccdu, 0xbf6c3333u, 0xbf68999au, 0xbf650000u,
     0xbf616666u, 0xbf5dcccdu, 0xbf5a3333u, 0xbf56999au, 0xbf530000u, 0xbf4f6666u, 0xbf4bcccdu, 0xbf483333u,
     0xbf44999au, 0xbf410000u, 0xbf3d6667u, 0xbf39cccdu, 0xbf363333u, 0xbf32999au, 0xbf2f0000u, 0xbf2b6667u,
@@ -36,7 +41,7 @@ static const unsigned int QMAP8_SIGNED_BITS[256] = {
     0x3f4bcccdu, 0x3f4f6666u, 0x3f530000u, 0x3f56999au, 0x3f5a3333u, 0x3f5dcccdu, 0x3f616666u, 0x3f650000u,
     0x3f68999au, 0x3f6c3333u, 0x3f6fcccdu, 0x3f736666u, 0x3f770000u, 0x3f7a999au, 0x3f7e3333u, 0x3f800000u
 };
-static const unsigned int QMAP8_UNSIGNED_BITS[256] = {
+static QMAP8_SPACE const unsigned int QMAP8_UNSIGNED_BITS[256] = {
     0x00000000u, 0x34ae7baau, 0x35500998u, 0x360e9b38u, 0x3692ccf6u, 0x36de4c51u, 0x3714e5d5u, 0x3783126eu,
     0x37e171a0u, 0x381fe867u, 0x384f1800u, 0x387e479au, 0x3896bb99u, 0x38ae5364u, 0x38c5eb31u, 0x3906594bu,
     0x394154cau, 0x397c5048u, 0x399ba5e4u, 0x39b923a2u, 0x39d6a162u, 0x39f41f22u, 0x3a08ce71u, 0x3a178d50u,

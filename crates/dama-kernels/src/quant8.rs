@@ -165,13 +165,13 @@ pub fn dequantize(map: QMap, codes: &[u8], absmax: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// The golden values of `scripts/golden_quant8.py` (base64 of little-endian bytes).
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixture {
     use base64::Engine;
     use serde_json::Value;
 
-    fn fixture() -> Value {
+    pub(crate) fn load() -> Value {
         serde_json::from_str(include_str!("../tests/fixtures/quant8.json")).unwrap()
     }
 
@@ -191,6 +191,12 @@ mod tests {
     pub(crate) fn u8s(v: &Value) -> Vec<u8> {
         bytes(v)
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{f32s, load as fixture, u8s};
+    use super::*;
 
     fn bits(x: &[f32]) -> Vec<u32> {
         x.iter().map(|v| v.to_bits()).collect()

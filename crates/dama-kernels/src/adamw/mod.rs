@@ -232,3 +232,5 @@ pub fn clip_grad_norm(grads: &[&Tensor], max_norm: f64) -> Result<(f64, Option<f
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests8;
