@@ -11,7 +11,7 @@
 //! | [`embedding`] | `table[ids]` | scatter-add into the table, f32 accumulation |
 //! | [`token_logprobs`] | linear + log-softmax + gather, chunked over the vocabulary | hidden and weight gradients, chunked |
 //! | [`layer_norm`], [`quick_gelu`] | forward only (the frozen CLIP tower on CUDA, through dama-clip's `kernels` feature) | none: an error if a graph reaches them |
-//! | [`adamw`] | fused AdamW update (fp32 master + moments in one in-place buffer per variable) | — |
+//! | [`adamw`] | fused AdamW update (fp32 master + moments in one in-place buffer per variable; or 8-bit block-wise moments, [`quant8`]) | — |
 //! | [`with_backward`] | a layer computed outside the graph | the layer's hand-written backward, all weights at once |
 //! | [`recompute`] | runs a layer without keeping its activations | runs it again with a graph |
 //!
@@ -36,6 +36,7 @@ mod io;
 mod layer;
 mod mask;
 pub mod profile;
+pub mod quant8;
 mod rms_norm;
 mod rope;
 mod swiglu;
