@@ -35,7 +35,15 @@ async function loadDemoAndScore(page) {
 
 async function demo(browser, origin) {
   const { page, errors } = await openPage(browser, origin);
+  // Before anything is loaded: plain words, no "pair 1 of 0" or "0 / 0".
+  await page.click('#tab-pair');
+  check('the pair view says there is nothing to show', (await page.textContent('#pair-position')) === 'no pair to show: load a dataset first');
+  check('the progress says what to do', (await page.textContent('#progress-text')).startsWith('load a dataset'));
+  await page.click('#score');
+  check('scoring without a dataset or model says what is missing', (await message(page, 'first')).includes('load a CLIP model first'));
   const ms = await loadDemoAndScore(page);
+  check('a later action replaces an old error', !(await page.textContent('#message')).includes('load a CLIP model first'));
+  await page.click('#tab-overview');
   check('scoring finishes all 48 pairs', (await page.getAttribute('#progress-text', 'data-done')) === '48');
   console.log(`scored 48 pairs in ${ms} ms: ${await page.textContent('#progress-text')}`);
   check('the δ histogram counts every pair', (await page.getAttribute('svg.hist[data-quantity="δ"]', 'data-n')) === '48');
@@ -94,6 +102,12 @@ async function demo(browser, origin) {
   await page.waitForSelector('#save-status[data-state="saved"]', { timeout: 10000 });
   check('the status area confirms the save', (await page.textContent('#save-status')).startsWith('All changes saved in this browser at'));
   await page.screenshot({ path: path.join(out, '3-pair.png'), fullPage: true });
+  // At 800 px every sub-sentence and answer is shown whole (they wrap and grow).
+  await page.setViewportSize({ width: 800, height: 900 });
+  const cut = await page.$$eval('textarea.sub-input, textarea.answer-text', els => els.filter(e => e.value && (e.scrollHeight > e.clientHeight + 2 || e.scrollWidth > e.clientWidth + 2)).map(e => e.value));
+  check('no sub-sentence is cut off at 800 px', cut.length === 0, JSON.stringify(cut));
+  check('the page does not widen at 800 px', (await page.evaluate(() => document.documentElement.scrollWidth)) <= 800);
+  await page.setViewportSize({ width: 1280, height: 900 });
 
   // Reload: the demo session reopens by itself with its curation and scores.
   await page.reload();
@@ -190,6 +204,20 @@ async function scored(browser, origin) {
   check('random bytes named .parquet are "not a parquet file"', notParquet.includes('`train.parquet` is not a parquet file'), notParquet);
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   check('messages never widen the page', width <= 1280, `${width} px`);
+  // A hub model while the hub cannot be reached: one plain line, no stack trace.
+  await page.route('https://huggingface.co/**', r => r.abort('internetdisconnected'));
+  await page.click('#load-hub');
+  await page.waitForSelector('#model-status[data-state="failed"]', { timeout: 60000 });
+  const failed = await page.textContent('#model-status');
+  check('an unreachable hub is said plainly', failed.includes('could not download') && !/\n\s+at |wasm-function|TypeError/.test(failed), failed);
+  check('…without widening the page', (await page.evaluate(() => document.documentElement.scrollWidth)) <= 1280);
+  // Clearing scores asks first.
+  const summary = await page.textContent('#dataset-summary');
+  await page.click('#clear-scores');
+  const ask = await page.textContent('.confirm');
+  check('clear scores asks first', /Clear all 1,199 scores\?/.test(ask), ask);
+  await page.click('#clear-scores-no');
+  check('…and keeps them when told to', (await page.textContent('#dataset-summary')) === summary);
   check('no errors in the page (scored)', errors.length === 0, errors.join('\n'));
 }
 
@@ -221,6 +249,7 @@ async function quota(browser, origin) {
   await curate(first[2], 'drop');
   await page.click('#score');
   await page.waitForSelector('#progress-text[data-state="finished"]', { timeout: 180000 });
+  console.log(`scored 1200 pairs with the quota full: ${await page.textContent('#progress-text')}`);
   await page.waitForSelector('#storage-banner', { timeout: 30000 });
   const banner = await page.textContent('#storage-banner');
   check('full storage shows a plain-language banner', banner.includes('Scores computed here are no longer saved') && banner.includes('storage for this page is full') && banner.includes('curation is still saved'), banner);
