@@ -3,7 +3,9 @@
 # wasm-bindgen-cli, Debian's chromium and chromedriver, playwright-core), then builds the app once
 # with trunk, runs its wasm-bindgen tests in headless Chromium and the end-to-end test.
 # The plain-Rust tests of web/ run with the workspace's `cargo test`.
-# Screenshots and the exported file land in $E2E_OUT (default web/e2e/out).
+# Screenshots, timings and the exported file land in $E2E_OUT (default web/e2e/out); datasets the
+# end-to-end test generates (up to RLAIF-V's 83,132 pairs, ~71 MB) are deleted after it.
+# E2E_ONLY=demo,scored,quota,scale runs some of the end-to-end scenarios (all by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,6 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 CHROMEDRIVER="$(command -v chromedriver)" \
   cargo test -p dama-web --lib --target wasm32-unknown-unknown
 
-step "end-to-end test in headless Chromium (web/e2e/e2e.mjs)"
-cargo build -q -p dama-web --example check_export
+step "end-to-end test in headless Chromium (web/e2e/e2e.mjs${E2E_ONLY:+, only $E2E_ONLY})"
+cargo build -q -p dama-web --example check_export --example make_scale
 node web/e2e/e2e.mjs

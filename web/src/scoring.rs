@@ -199,6 +199,11 @@ impl Scheduler {
         self.in_flight.is_some()
     }
 
+    /// Nothing in flight and no run going on.
+    pub fn is_idle(&self) -> bool {
+        !self.busy() && self.state != RunState::Running
+    }
+
     pub fn progress(&self, now_ms: f64) -> Progress {
         let running_ms = self.run_ms + self.since.map_or(0.0, |t| now_ms - t);
         Progress {
