@@ -27,51 +27,27 @@ impl Side {
     }
 }
 
-/// FNV-1a, 64 bits: a stable content key (same input, same key on every platform and build),
-/// for naming a dataset's saved curation and for telling whether scores belong to the current
-/// sub-sentences. Not a defence against anyone; a collision only misattributes a cache entry.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Adds a string and a separator byte (0xff never occurs in UTF-8), so that ("ab", "c") and
-    /// ("a", "bc") differ.
-    pub fn str(mut self, s: &str) -> Self {
-        for b in s.bytes().chain([0xff]) {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-        self
-    }
-
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
+// FNV-1a (the project's one content hash): stable keys for naming a dataset's saved curation
+// and for telling whether scores belong to the current sub-sentences.
+use dama_core::hash::Fnv1a as Fnv;
 
 /// The key of a pair's sub-sentences: scores computed for them carry it, and are applied only
 /// while the pair still has exactly these sub-sentences.
 pub fn subs_key(subs: &SubSentences) -> u64 {
-    let mut h = Fnv::default().str("chosen");
+    let mut h = Fnv::new().field("chosen");
     for s in &subs.chosen {
-        h = h.str(s);
+        h = h.field(s);
     }
-    h = h.str("rejected");
+    h = h.field("rejected");
     for s in &subs.rejected {
-        h = h.str(s);
+        h = h.field(s);
     }
     h.finish()
 }
 
 /// The key of a pair's two answers, to tell an edited answer from the loaded one.
 pub fn answers_key(p: &PreferencePair) -> u64 {
-    Fnv::default().str(&p.chosen).str(&p.rejected).finish()
+    Fnv::new().field(&p.chosen).field(&p.rejected).finish()
 }
 
 /// What a pair looked like when it was loaded, so that only a person's changes are saved.
@@ -187,13 +163,13 @@ impl Session {
         splitter: &dyn Splitter,
         summary: impl Into<String>,
     ) -> Result<Self, SessionError> {
-        let mut h = Fnv::default();
+        let mut h = Fnv::new();
         for p in &pairs {
             h = h
-                .str(&p.id)
-                .str(&p.question)
-                .str(&p.chosen)
-                .str(&p.rejected);
+                .field(&p.id)
+                .field(&p.question)
+                .field(&p.chosen)
+                .field(&p.rejected);
         }
         let fingerprint = format!("{:016x}", h.finish());
         let mut split_here = 0;
