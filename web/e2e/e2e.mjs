@@ -7,7 +7,8 @@
 // - scored: 2,000 pairs scored elsewhere: an edited sub-sentence is "score pending", the export
 //          names it and writes it with its old δ flagged; a cut file and a false .parquet;
 // - quota: scoring with the browser's storage quota forced small: a banner, and no curation lost;
-// - scale: RLAIF-V's 83,132 pairs: load, sort, the hard band to its last pair, reload.
+// - scale: RLAIF-V's 83,132 pairs: load, sort, the hard band to its last pair, reload;
+// - workers: scoring in 3 workers gives the scores of 1 worker, bit for bit.
 //
 // E2E_ONLY=demo,scale runs some of them. Generated datasets and screenshots go to $E2E_OUT
 // (default web/e2e/out). Ends with a line `N passed, M failed`; timings go to timings.json.
@@ -345,7 +346,33 @@ async function scale(browser, origin) {
   check('no errors in the page (scale)', errors.length === 0, errors.join('\n'));
 }
 
-const scenarios = { demo, scored, quota, scale };
+async function workers(browser, origin) {
+  const file = makeDataset(400, { scored: false, name: 'plain-400.jsonl' });
+  const run = async (n) => {
+    const { page, errors, context } = await openPage(browser, origin, { query: `?workers=${n}` });
+    await page.setInputFiles('#pick-files', file);
+    await page.waitForFunction(() => document.querySelector('#dataset-summary')?.textContent.includes('400 pairs'));
+    await page.click('#load-demo-model');
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60000 });
+    const t = Date.now();
+    await page.click('#score');
+    await page.waitForSelector('#progress-text[data-state="finished"]', { timeout: 180000 });
+    timed(`score 400 pairs in ${n} worker(s)`, Date.now() - t);
+    console.log(await page.textContent('#progress-text'));
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    const text = fs.readFileSync(await download.path(), 'utf8');
+    check(`no errors in the page (${n} workers)`, errors.length === 0, errors.join('\n'));
+    await context.close();
+    return parseJsonl(text);
+  };
+  const one = await run(1);
+  const three = await run(3);
+  const same = one.pairs.every((p, i) => JSON.stringify(p.scores) === JSON.stringify(three.pairs[i].scores) && p.delta === three.pairs[i].delta);
+  check('3 workers give the scores of 1 worker, bit for bit', one.pairs.length === 400 && same);
+  check('…and the same δ̄', one.header.delta_mean === three.header.delta_mean);
+}
+
+const scenarios = { demo, scored, quota, scale, workers };
 const { server, origin } = await serve();
 const browser = await launch();
 try {

@@ -102,7 +102,9 @@ pub struct AppState {
     pub(super) scheduler: StoredValue<Scheduler>,
     /// The model whose results the worker sends (set when it reports ready).
     pub(super) scoring_model: StoredValue<Option<String>>,
-    pub(super) bridge: StoredValue<Option<WorkerBridge<ScoringWorker>>, LocalStorage>,
+    /// The scoring workers (one per core, each with its own copy of the model).
+    pub(super) bridges: StoredValue<Vec<WorkerBridge<ScoringWorker>>, LocalStorage>,
+    pub(super) pool: StoredValue<super::scoring::Pool>,
     /// An export to start once the pairs it waits for are scored.
     pub(super) export_after: StoredValue<Option<crate::export::Mode>>,
     pub(super) saver: super::saver::SaverState,
@@ -170,7 +172,8 @@ impl AppState {
             dialog: RwSignal::new(None),
             scheduler: StoredValue::new(Scheduler::new(BATCH)),
             scoring_model: StoredValue::new(None),
-            bridge: StoredValue::new_local(None),
+            bridges: StoredValue::new_local(Vec::new()),
+            pool: StoredValue::new(super::scoring::Pool::default()),
             export_after: StoredValue::new(None),
             saver: super::saver::SaverState::new(),
         }
