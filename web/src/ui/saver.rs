@@ -85,7 +85,7 @@ impl AppState {
 
     /// "Try saving again" after a refusal.
     pub fn retry_saving(self) {
-        self.health.update(|h| {
+        self.set_health.update(|h| {
             h.scores = None;
             h.curation = None;
         });
@@ -142,7 +142,7 @@ impl AppState {
         let store = match self.store().await {
             Ok(s) => s,
             Err(why) => {
-                self.health.update(|h| h.curation = Some(why));
+                self.set_health.update(|h| h.curation = Some(why));
                 return false;
             }
         };
@@ -159,7 +159,7 @@ impl AppState {
         };
         if let Err(why) = self.write_essential(&store, &fp, &batch.curation).await {
             self.give_back(&fp, batch.taken);
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.curation = Some(why);
                 h.refused += 1;
             });
@@ -177,14 +177,14 @@ impl AppState {
                     ..Dirty::default()
                 },
             );
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.scores = Some(why);
                 h.refused += 1;
             });
             all = false;
         }
         if all || self.health.with_untracked(|h| h.scores.is_some()) {
-            self.health.update(|h| h.saved_at = Some(clock()));
+            self.set_health.update(|h| h.saved_at = Some(clock()));
         }
         self.refresh_unsaved();
         true
@@ -214,7 +214,7 @@ impl AppState {
             .await;
             match result {
                 Err(Refusal::Full) if self.make_room(store, fp).await => {
-                    self.health.update(|h| h.refused += 1);
+                    self.set_health.update(|h| h.refused += 1);
                     continue;
                 }
                 other => return other,
@@ -229,7 +229,7 @@ impl AppState {
             if store.drop_files(fp).await.is_err() {
                 return false;
             }
-            self.health
+            self.set_health
                 .update(|h| h.dataset = DatasetKept::Evicted { bytes });
             self.saver.source.update_value(|s| {
                 if let Some(DatasetSource::Files { kept, .. }) = s {
@@ -254,7 +254,7 @@ impl AppState {
                     });
                 }
             });
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.scores_evicted = true;
                 h.scores = Some(Refusal::Full);
             });
@@ -324,7 +324,7 @@ impl AppState {
             // Said once the browser has taken the files or refused them.
             DatasetSource::Files { .. } => DatasetKept::Builtin,
         };
-        self.health.set(health);
+        self.set_health.set(health);
         self.install(session, source);
         if warnings.is_empty() {
             self.info(text);
@@ -338,16 +338,17 @@ impl AppState {
             if still {
                 match kept {
                     Ok(()) => {
+                        crate::browser::store::ask_persistence().await;
                         self.saver.source.update_value(|s| {
                             if let Some(DatasetSource::Files { kept, .. }) = s {
                                 *kept = true;
                             }
                         });
-                        self.health
+                        self.set_health
                             .update(|h| h.dataset = DatasetKept::Kept { bytes });
                     }
                     Err(why) => self
-                        .health
+                        .set_health
                         .update(|h| h.dataset = DatasetKept::NotKept { bytes, why }),
                 }
             }
@@ -369,7 +370,7 @@ impl AppState {
         let store = match self.store().await {
             Ok(s) => s,
             Err(why) => {
-                self.health.update(|h| h.curation = Some(why));
+                self.set_health.update(|h| h.curation = Some(why));
                 return;
             }
         };

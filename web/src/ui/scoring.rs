@@ -169,7 +169,7 @@ impl AppState {
 
     pub fn load_model(self, urls: ModelUrls) {
         self.info(format!("loading the CLIP model {}…", urls.name));
-        self.model.set(ModelState::Loading {
+        self.set_model.set(ModelState::Loading {
             name: urls.name.clone(),
             step: "starting".into(),
         });
@@ -312,7 +312,7 @@ impl AppState {
 
     pub(super) fn refresh_progress(self) {
         let p = self.scheduler.with_value(|s| s.progress(now_ms()));
-        self.progress.set(p);
+        self.set_progress.set(p);
     }
 
     /// Sends the next batches to the free workers, once a model is ready.
@@ -347,7 +347,7 @@ impl AppState {
     fn on_worker(self, worker: usize, out: FromWorker) {
         match out {
             FromWorker::Fetching { .. } if worker > 0 => {}
-            FromWorker::Fetching { file, from_cache } => self.model.update(|m| {
+            FromWorker::Fetching { file, from_cache } => self.set_model.update(|m| {
                 if let ModelState::Loading { step, .. } = m {
                     *step = format!(
                         "{file} {}",
@@ -367,7 +367,7 @@ impl AppState {
                     all = p.ready.iter().all(|&r| r);
                 });
                 if !all {
-                    return self.model.update(|m| {
+                    return self.set_model.update(|m| {
                         if let ModelState::Loading { step, .. } = m {
                             let n = self
                                 .pool
@@ -379,13 +379,13 @@ impl AppState {
                 let load_ms = self.pool.with_value(|p| p.load_ms);
                 self.scoring_model.set_value(Some(name.clone()));
                 self.info(format!("{name} is ready in {} worker(s)", self.workers()));
-                self.model.set(ModelState::Ready { name, load_ms });
+                self.set_model.set(ModelState::Ready { name, load_ms });
                 self.pump();
             }
             FromWorker::LoadFailed { name, error } => {
                 if !matches!(self.model.get_untracked(), ModelState::Failed { .. }) {
                     self.error(format!("could not load {name}: {error}"));
-                    self.model.set(ModelState::Failed { name, error });
+                    self.set_model.set(ModelState::Failed { name, error });
                 }
             }
             FromWorker::NoModel { batch } => {
