@@ -158,7 +158,8 @@ impl Health {
             let n = unsaved.curation;
             return Some(Banner {
                 text: format!(
-                    "Your changes to {n} pair(s) are NOT saved: {}. They are lost if this page is closed or reloaded. Export now to keep your work.",
+                    "Your changes to {} pair(s) are NOT saved: {}. They are lost if this page is closed or reloaded. Export now to keep your work.",
+                    crate::format::count(n),
                     why.plain()
                 ),
                 severe: true,
@@ -173,8 +174,9 @@ impl Health {
         };
         Some(Banner {
             text: format!(
-                "Scores computed here are no longer saved: {}. Your curation is still saved. {n} score(s) will have to be computed again after a reload, unless you export now.{evicted}",
-                why.plain()
+                "Scores computed here are no longer saved: {}. Your curation is still saved. {} score(s) will have to be computed again after a reload, unless you export now.{evicted}",
+                why.plain(),
+                crate::format::count(n)
             ),
             severe: false,
         })

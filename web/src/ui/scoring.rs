@@ -435,9 +435,23 @@ impl AppState {
         for i in applied {
             self.notify_pair(i);
         }
+        let running = |s: &crate::scoring::Scheduler| s.progress(0.0).state == RunState::Running;
+        let was_running = self.scheduler.with_value(running);
         self.scheduler.update_value(|s| {
             s.on_result(batch, now_ms());
         });
+        if was_running && errors.is_empty() {
+            let p = self.scheduler.with_value(|s| s.progress(now_ms()));
+            if p.state == RunState::Finished {
+                self.info(format!(
+                    "scored {} pair(s){}",
+                    crate::format::count(p.done),
+                    p.pairs_per_s
+                        .map(|r| format!(" · {r:.1} pairs/s"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
         if let Some(first) = errors.first() {
             self.error(format!("{} pair(s) not scored: {first}", errors.len()));
         }
