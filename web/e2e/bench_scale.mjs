@@ -5,7 +5,8 @@
 // caused), the export as a Blob download and as a streamed file (File System Access API, on an
 // origin-private file), and a reload that reopens the session from IndexedDB. Then scoring
 // throughput with 1, 2 and 4 workers ($BENCH_WORKERS) on 400 pairs with the bundled tiny model,
-// and with the ViT-B/32 in $BENCH_MODEL when it exists. Writes $BENCH_OUT (default
+// and with the ViT-B/32 in $BENCH_MODEL when it exists; and the rate over each quarter of a
+// $BENCH_LONG-pair run (default 20000; 0 skips it), which must not fall as scores pile up. Writes $BENCH_OUT (default
 // web/e2e/out/bench-scale.json) and prints tables.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -106,12 +107,45 @@ async function scoring(browser, origin, workers, { model, pairs }) {
   return r;
 }
 
+// Does scoring slow down as the scored count grows (it did while the whole state was re-saved
+// at every save)? Rate over each quarter of a long run, with storage on.
+async function longRun(browser, origin, pairs) {
+  const file = makeDataset(pairs, { scored: false, name: `plain-${pairs}.jsonl` });
+  const { page, context } = await openPage(browser, origin, { query: '?workers=1' });
+  await page.setInputFiles('#pick-files', file);
+  await page.waitForFunction(k => document.querySelector('#dataset-summary')?.textContent.includes(`${k} pairs`), pairs.toLocaleString('en-US'), { timeout: 120000 });
+  await page.click('#load-demo-model');
+  await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60000 });
+  await page.click('#score');
+  const samples = [];
+  const t0 = performance.now();
+  for (;;) {
+    const done = Number(await page.getAttribute('#progress-text', 'data-done'));
+    samples.push([performance.now() - t0, done]);
+    if (done >= pairs) break;
+    await page.waitForTimeout(500);
+  }
+  await context.close();
+  fs.rmSync(file, { force: true });
+  const at = q => samples.find(([, d]) => d >= q * pairs);
+  const quarters = [0.25, 0.5, 0.75, 1].map((q, k, all) => {
+    const [t1, d1] = k === 0 ? [0, 0] : at(all[k - 1]);
+    const [t2, d2] = at(q);
+    return +((d2 - d1) * 1000 / (t2 - t1)).toFixed(1);
+  });
+  const r = { pairs, workers: 1, pairs_per_s_by_quarter: quarters };
+  console.log(JSON.stringify(r));
+  return r;
+}
+
 const { server, origin } = await serve();
 const browser = await launch();
 const result = { chromium: browser.version(), sizes: [], scoring: [] };
 try {
   for (const n of SIZES) result.sizes.push(await size(browser, origin, n));
   for (const w of WORKERS) result.scoring.push(await scoring(browser, origin, w, { pairs: 400 }));
+  const LONG = Number(process.env.BENCH_LONG ?? 20000);
+  if (LONG > 0) result.long = await longRun(browser, origin, LONG);
   if (modelDir && fs.existsSync(path.join(modelDir, 'model.safetensors'))) {
     for (const w of WORKERS.filter(w => w <= 2)) result.scoring.push(await scoring(browser, origin, w, { model: modelDir, pairs: Number(process.env.BENCH_VIT_PAIRS || 24) }));
   }
@@ -130,4 +164,5 @@ for (const r of result.sizes) {
 }
 console.log('\n| model | workers | pairs | pairs/s (wall) | pairs/s (the page\'s count) | model load |\n| --- | ---: | ---: | ---: | ---: | ---: |');
 for (const r of result.scoring) console.log(`| ${r.model} | ${r.workers} | ${r.pairs} | ${r.pairs_per_s} | ${r.page_pairs_per_s} | ${r.model_load_ms} ms |`);
+if (result.long) console.log(`\nscoring ${result.long.pairs.toLocaleString('en-US')} pairs in one worker, pairs/s in each quarter of the run: ${result.long.pairs_per_s_by_quarter.join(' → ')}`);
 console.log(`\nJSON: ${outFile}`);
