@@ -117,6 +117,17 @@ impl AppState {
         }
     }
 
+    /// Waits for a save under way, then saves what is left.
+    async fn settle(self) {
+        if !self.saver.enabled.get_value() {
+            return;
+        }
+        while self.saver.in_flight.get_value() {
+            crate::browser::sleep_ms(20).await;
+        }
+        self.flush().await;
+    }
+
     /// The session record as it should be stored now.
     fn session_record(self) -> Option<SavedSession> {
         let source = self.saver.source.get_value()?;
@@ -272,6 +283,8 @@ impl AppState {
         files: Option<Vec<web_sys::File>>,
         opening: &str,
     ) {
+        // The dataset open now is replaced: its last changes are written first.
+        self.settle().await;
         let mut text = format!("{opening}{}", session.summary);
         let mut health = crate::saving::Health {
             refused: self.health.with_untracked(|h| h.refused),

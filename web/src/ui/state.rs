@@ -105,6 +105,9 @@ pub struct AppState {
     pub unsaved: ReadSignal<Unsaved>,
     pub(super) set_unsaved: WriteSignal<Unsaved>,
     pub dialog: RwSignal<Option<Dialog>>,
+    /// Where the table was scrolled, and the pair the pair view showed then (a tab switch
+    /// brings the table back there, unless the person walked to another pair meanwhile).
+    pub table_view: StoredValue<Option<(f64, Cursor)>>,
     /// The scoring run.
     pub(super) scheduler: StoredValue<Scheduler>,
     /// The model whose results the worker sends (set when it reports ready).
@@ -187,6 +190,7 @@ impl AppState {
             unsaved,
             set_unsaved,
             dialog: RwSignal::new(None),
+            table_view: StoredValue::new(None),
             scheduler: StoredValue::new(Scheduler::new(BATCH)),
             scoring_model: StoredValue::new(None),
             bridges: StoredValue::new_local(Vec::new()),
@@ -317,6 +321,7 @@ impl AppState {
         self.saver.source.set_value(Some(source));
         self.data.set_value(Some(session));
         self.cursor.set(Cursor::default());
+        self.table_view.set_value(None);
         self.notify_all();
         self.refresh_progress();
         self.refresh_unsaved();
