@@ -51,6 +51,31 @@ impl SaverState {
     }
 }
 
+/// Restores what the localStorage version of the explorer saved for this dataset, if anything,
+/// and marks it for today's storage; the words for the status line.
+fn bring_over_legacy(session: &mut Session, source: &DatasetSource) -> String {
+    let json = web_sys::window()
+        .and_then(|w| w.local_storage().ok().flatten())
+        .and_then(|l| {
+            l.get_item(&persist::legacy_key(&session.fingerprint))
+                .ok()
+                .flatten()
+        });
+    let Some((clip_model, cur, sc)) = json.as_deref().and_then(persist::from_legacy) else {
+        return String::new();
+    };
+    let meta = SavedSession {
+        clip_model,
+        ..SavedSession::of(session, source.clone())
+    };
+    let r = persist::restore(session, &meta, cur, sc);
+    session.mark_all_saved_dirty();
+    format!(
+        "; brought over {} curated pair(s) and {} score(s) an earlier version saved in this browser",
+        r.curated, r.scores
+    )
+}
+
 /// "14:03:05", for "saved at".
 fn clock() -> String {
     js_sys::Date::new_0()
@@ -322,6 +347,7 @@ impl AppState {
                     self.saver.written.set_value(Some(saved));
                 } else {
                     self.saver.written.set_value(None);
+                    text += &bring_over_legacy(&mut session, &source);
                 }
             }
             Err(why) if self.saver.enabled.get_value() => health.curation = Some(why.clone()),
