@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { serve, launch, openPage, makeDataset, readJsonl, message, out } from './harness.mjs';
 
-const SIZES = (process.env.BENCH_SIZES || '2000,20000,83132').split(',').map(Number);
+const SIZES = (process.env.BENCH_SIZES ?? '2000,20000,83132').split(',').filter(Boolean).map(Number);
 const WORKERS = (process.env.BENCH_WORKERS || '1,2,4').split(',').map(Number);
 const modelDir = process.env.BENCH_MODEL;
 const outFile = path.resolve(process.env.BENCH_OUT || path.join(out, 'bench-scale.json'));
