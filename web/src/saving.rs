@@ -156,6 +156,15 @@ impl Health {
     pub fn banner(&self, unsaved: Unsaved) -> Option<Banner> {
         if let Some(why) = &self.curation {
             let n = unsaved.curation;
+            if n == 0 {
+                return Some(Banner {
+                    text: format!(
+                        "Nothing you change here is saved: {}. Export your work before you close or reload this page.",
+                        why.plain()
+                    ),
+                    severe: true,
+                });
+            }
             return Some(Banner {
                 text: format!(
                     "Your changes to {} pair(s) are NOT saved: {}. They are lost if this page is closed or reloaded. Export now to keep your work.",
@@ -301,6 +310,13 @@ mod tests {
             b.text
         );
         assert!(!b.text.contains("Error"), "plain words: {}", b.text);
+        unsaved.curation = 0;
+        let b = h.banner(unsaved).unwrap();
+        assert!(
+            b.severe && b.text.starts_with("Nothing you change here is saved"),
+            "{}",
+            b.text
+        );
     }
 
     #[test]

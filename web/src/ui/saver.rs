@@ -51,6 +51,31 @@ impl SaverState {
     }
 }
 
+/// A note outside IndexedDB (localStorage, its own small quota) that a dataset's curation could
+/// not all be saved, so that the next visit says its restored state is partial. `None` clears it.
+pub(super) fn lost_marker(fingerprint: &str, unsaved: Option<usize>) {
+    let Some(local) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) else {
+        return;
+    };
+    let key = format!("dama-web:unsaved:{fingerprint}");
+    let _ = match unsaved {
+        Some(n) if n > 0 => local.set_item(&key, &n.to_string()),
+        _ => local.remove_item(&key),
+    };
+}
+
+/// What the note above says for a dataset being opened.
+fn lost_before(fingerprint: &str) -> Option<usize> {
+    web_sys::window()?
+        .local_storage()
+        .ok()??
+        .get_item(&format!("dama-web:unsaved:{fingerprint}"))
+        .ok()??
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
 /// Restores what the localStorage version of the explorer saved for this dataset, if anything,
 /// and marks it for today's storage; the words for the status line.
 fn bring_over_legacy(session: &mut Session, source: &DatasetSource) -> String {
@@ -200,7 +225,12 @@ impl AppState {
                 h.refused += 1;
             });
             self.refresh_unsaved();
+            let n = self.with_session(|s| crate::saving::Unsaved::of(s).curation);
+            lost_marker(&fp, n);
             return false;
+        }
+        if !batch.curation.is_empty() {
+            lost_marker(&fp, None);
         }
         let mut all = true;
         if !batch.scores.is_empty()
@@ -353,8 +383,13 @@ impl AppState {
             Err(why) if self.saver.enabled.get_value() => health.curation = Some(why.clone()),
             Err(_) => {}
         }
-        let warnings = session.warnings.clone();
+        let mut warnings = session.warnings.clone();
         let fp = session.fingerprint.clone();
+        if let Some(n) = lost_before(&fp) {
+            warnings.push(format!(
+                "this browser could not save changes to {n} pair(s) of this dataset last time (its storage was full): they are missing here"
+            ));
+        }
         health.dataset = match &source {
             DatasetSource::Demo => DatasetKept::Builtin,
             DatasetSource::Files {

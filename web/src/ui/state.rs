@@ -288,6 +288,12 @@ impl AppState {
             .unwrap_or_default();
         if self.unsaved.get_untracked() != u {
             self.set_unsaved.set(u);
+            // While the curation cannot be saved, a note outside IndexedDB counts what is lost.
+            if self.health.with_untracked(|h| h.curation.is_some())
+                && let Some(fp) = self.with_session(|s| s.fingerprint.clone())
+            {
+                super::saver::lost_marker(&fp, Some(u.curation));
+            }
         }
     }
 
