@@ -7,7 +7,10 @@
 // - scored: 2,000 pairs scored elsewhere: an edited sub-sentence is "score pending", the export
 //          names it and writes it with its old δ flagged; a cut file and a false .parquet;
 // - quota: scoring with the browser's storage quota forced small: a banner, and no curation lost;
-// - scale: RLAIF-V's 83,132 pairs: load, sort, the hard band to its last pair, reload.
+// - tiny-quota: a quota too small even for the curation: said at once, no retry loop, and the
+//          next visit says what is missing;
+// - scale: RLAIF-V's 83,132 pairs: load, sort, the hard band to its last pair, reload;
+// - workers: scoring in 3 workers gives the scores of 1 worker, bit for bit.
 //
 // E2E_ONLY=demo,scale runs some of them. Generated datasets and screenshots go to $E2E_OUT
 // (default web/e2e/out). Ends with a line `N passed, M failed`; timings go to timings.json.
@@ -278,6 +281,32 @@ async function quota(browser, origin) {
   check('no errors in the page (quota)', errors.length === 0, errors.join('\n'));
 }
 
+// A quota too small for anything: the curation itself cannot be saved. The banner says so at
+// once, nothing is retried in a loop, and the next visit says what is missing.
+async function tinyQuota(browser, origin) {
+  const { page, errors, context } = await openPage(browser, origin, { quota: 1000 });
+  await page.click('#load-demo');
+  await page.waitForSelector('#storage-banner.severe', { timeout: 30000 });
+  check('a quota too small for anything is said at once', (await page.textContent('#storage-banner')).includes('Nothing you change here is saved'));
+  await page.click('#tab-table');
+  const first = (await visibleIds(page))[0];
+  await page.click(`#pair-table tr[data-id="${first}"]`);
+  await page.keyboard.press('d');
+  await page.waitForFunction(() => document.querySelector('#storage-banner')?.textContent.includes('changes to 1 pair(s) are NOT saved'));
+  check('…then counts the changes not saved', true);
+  const refused = await page.getAttribute('#save-status', 'data-refused');
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('d');
+  await page.waitForTimeout(1500);
+  check('…without trying again in a loop', (await page.getAttribute('#save-status', 'data-refused')) === refused);
+  await page.reload();
+  await page.click('#load-demo');
+  const said = await message(page, 'missing here');
+  check('the next visit says changes are missing', said.includes('could not save changes to 2 pair(s)'), said);
+  check('no errors in the page (tiny quota)', errors.length === 0, errors.join('\n'));
+  await context.close();
+}
+
 async function scale(browser, origin) {
   const N = Number(process.env.E2E_SCALE_PAIRS || 83132);
   const file = makeDataset(N, { scored: true, name: `scored-${N}.jsonl` });
@@ -345,7 +374,33 @@ async function scale(browser, origin) {
   check('no errors in the page (scale)', errors.length === 0, errors.join('\n'));
 }
 
-const scenarios = { demo, scored, quota, scale };
+async function workers(browser, origin) {
+  const file = makeDataset(400, { scored: false, name: 'plain-400.jsonl' });
+  const run = async (n) => {
+    const { page, errors, context } = await openPage(browser, origin, { query: `?workers=${n}` });
+    await page.setInputFiles('#pick-files', file);
+    await page.waitForFunction(() => document.querySelector('#dataset-summary')?.textContent.includes('400 pairs'));
+    await page.click('#load-demo-model');
+    await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60000 });
+    const t = Date.now();
+    await page.click('#score');
+    await page.waitForSelector('#progress-text[data-state="finished"]', { timeout: 180000 });
+    timed(`score 400 pairs in ${n} worker(s)`, Date.now() - t);
+    console.log(await page.textContent('#progress-text'));
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export')]);
+    const text = fs.readFileSync(await download.path(), 'utf8');
+    check(`no errors in the page (${n} workers)`, errors.length === 0, errors.join('\n'));
+    await context.close();
+    return parseJsonl(text);
+  };
+  const one = await run(1);
+  const three = await run(3);
+  const same = one.pairs.every((p, i) => JSON.stringify(p.scores) === JSON.stringify(three.pairs[i].scores) && p.delta === three.pairs[i].delta);
+  check('3 workers give the scores of 1 worker, bit for bit', one.pairs.length === 400 && same);
+  check('…and the same δ̄', one.header.delta_mean === three.header.delta_mean);
+}
+
+const scenarios = { demo, scored, quota, 'tiny-quota': tinyQuota, scale, workers };
 const { server, origin } = await serve();
 const browser = await launch();
 try {

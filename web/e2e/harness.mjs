@@ -49,7 +49,7 @@ export async function launch() {
  * A fresh browser profile (its own storage) with a page whose errors are collected. Without
  * `fsa`, the File System Access API is hidden, so exports take the Blob download path.
  */
-export async function openPage(browser, origin, { quota, fsa = false, viewport = { width: 1280, height: 900 } } = {}) {
+export async function openPage(browser, origin, { quota, fsa = false, query = '', viewport = { width: 1280, height: 900 } } = {}) {
   const context = await browser.newContext({ acceptDownloads: true, viewport });
   if (!fsa) await context.addInitScript(() => { window.showSaveFilePicker = undefined; });
   const page = await context.newPage();
@@ -62,7 +62,7 @@ export async function openPage(browser, origin, { quota, fsa = false, viewport =
     const cdp = await context.newCDPSession(page);
     await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: quota });
   }
-  await page.goto(origin + '/');
+  await page.goto(origin + '/' + query);
   await page.waitForSelector('#load-demo');
   return { context, page, errors };
 }

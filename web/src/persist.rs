@@ -212,7 +212,80 @@ fn replay(session: &mut Session, i: usize, c: &SavedCuration) {
     session.reviewed[i] = c.reviewed;
 }
 
+/// The localStorage key under which the explorer kept a dataset's curation before IndexedDB.
+pub fn legacy_key(fingerprint: &str) -> String {
+    format!("dama-web:v1:{fingerprint}")
+}
+
+/// What the localStorage version kept (one JSON value per dataset: the model, and per pair the
+/// changed annotation, sub-sentences and scores computed here), as today's records, so that an
+/// update never loses a curation made before it. `None` for anything else.
+pub fn from_legacy(json: &str) -> Option<(Option<String>, Vec<SavedCuration>, Vec<SavedScores>)> {
+    #[derive(Deserialize)]
+    struct Saved {
+        version: u32,
+        #[serde(default)]
+        clip_model: Option<String>,
+        pairs: std::collections::BTreeMap<String, Pair>,
+    }
+    #[derive(Deserialize)]
+    struct Pair {
+        #[serde(default)]
+        annotation: Option<Annotation>,
+        #[serde(default)]
+        subs: Option<SubSentences>,
+        #[serde(default)]
+        scores: Option<Old>,
+    }
+    #[derive(Deserialize)]
+    struct Old {
+        key: String,
+        chosen: Vec<f64>,
+        rejected: Vec<f64>,
+    }
+    let saved: Saved = serde_json::from_str(json).ok()?;
+    if saved.version != 1 {
+        return None;
+    }
+    let mut curation = Vec::new();
+    let mut scores = Vec::new();
+    for (id, p) in saved.pairs {
+        if p.annotation.is_some() || p.subs.is_some() {
+            curation.push(SavedCuration {
+                id: id.clone(),
+                annotation: p.annotation,
+                subs: p.subs,
+                ..SavedCuration::default()
+            });
+        }
+        if let Some(s) = p.scores {
+            scores.push(SavedScores {
+                id,
+                key: s.key,
+                chosen: s.chosen,
+                rejected: s.rejected,
+            });
+        }
+    }
+    Some((saved.clip_model, curation, scores))
+}
+
 impl Session {
+    /// Pairs that have something to save (after a restore from the localStorage version,
+    /// to write them into today's storage).
+    pub fn mark_all_saved_dirty(&mut self) {
+        let mut dirty = crate::session::Dirty::default();
+        for i in 0..self.len() {
+            if capture_curation(self, i).is_some() {
+                dirty.curation.insert(i);
+            }
+            if capture_scores(self, i).is_some() {
+                dirty.scores.insert(i);
+            }
+        }
+        self.mark_dirty(dirty);
+    }
+
     /// Puts saved scores back as the old scores of an edited pair, when they belong to the
     /// sub-sentences it had before the edit.
     fn restore_before_edit(&mut self, i: usize, key: &str, scores: Scores) -> bool {
@@ -330,6 +403,46 @@ mod tests {
             "Edited."
         );
         assert_eq!(again.unscored().len(), 48);
+    }
+
+    #[test]
+    fn what_the_localstorage_version_saved_comes_over() {
+        let s = demo_session();
+        let p0 = &s.pairs[0];
+        let key = format!("{:016x}", subs_key(p0.sub_sentences.as_ref().unwrap()));
+        let n_c = p0.sub_sentences.as_ref().unwrap().chosen.len();
+        let n_r = p0.sub_sentences.as_ref().unwrap().rejected.len();
+        // The shape the localStorage version wrote (persist.rs before IndexedDB).
+        let json = serde_json::json!({
+            "version": 1,
+            "clip_model": "m",
+            "pairs": {
+                p0.id.clone(): { "scores": { "key": key, "chosen": vec![25.0; n_c], "rejected": vec![20.0; n_r] } },
+                s.pairs[2].id.clone(): { "annotation": { "status": "drop", "swapped": false, "tags": [], "note": "old note", "edited": false } },
+            }
+        })
+        .to_string();
+        let (model, cur, sc) = from_legacy(&json).unwrap();
+        assert_eq!((model.as_deref(), cur.len(), sc.len()), (Some("m"), 1, 1));
+        let mut again = demo_session();
+        let meta = SavedSession {
+            clip_model: model,
+            ..SavedSession::of(&again, DatasetSource::Demo)
+        };
+        let r = restore(&mut again, &meta, cur, sc);
+        assert_eq!((r.curated, r.scores), (1, 1));
+        assert!(!again.pairs[2].is_kept());
+        assert_eq!(again.pairs[2].annotation.note, "old note");
+        assert!(again.pairs[0].delta.is_some());
+        again.mark_all_saved_dirty();
+        let d = again.take_dirty();
+        assert_eq!(
+            (d.curation.len(), d.scores.len()),
+            (1, 1),
+            "written to today's storage next"
+        );
+        assert_eq!(from_legacy(r#"{"version": 2, "pairs": {}}"#), None);
+        assert_eq!(legacy_key("ab"), "dama-web:v1:ab");
     }
 
     #[test]

@@ -156,9 +156,19 @@ impl Health {
     pub fn banner(&self, unsaved: Unsaved) -> Option<Banner> {
         if let Some(why) = &self.curation {
             let n = unsaved.curation;
+            if n == 0 {
+                return Some(Banner {
+                    text: format!(
+                        "Nothing you change here is saved: {}. Export your work before you close or reload this page.",
+                        why.plain()
+                    ),
+                    severe: true,
+                });
+            }
             return Some(Banner {
                 text: format!(
-                    "Your changes to {n} pair(s) are NOT saved: {}. They are lost if this page is closed or reloaded. Export now to keep your work.",
+                    "Your changes to {} pair(s) are NOT saved: {}. They are lost if this page is closed or reloaded. Export now to keep your work.",
+                    crate::format::count(n),
                     why.plain()
                 ),
                 severe: true,
@@ -173,8 +183,9 @@ impl Health {
         };
         Some(Banner {
             text: format!(
-                "Scores computed here are no longer saved: {}. Your curation is still saved. {n} score(s) will have to be computed again after a reload, unless you export now.{evicted}",
-                why.plain()
+                "Scores computed here are no longer saved: {}. Your curation is still saved. {} score(s) will have to be computed again after a reload, unless you export now.{evicted}",
+                why.plain(),
+                crate::format::count(n)
             ),
             severe: false,
         })
@@ -299,6 +310,13 @@ mod tests {
             b.text
         );
         assert!(!b.text.contains("Error"), "plain words: {}", b.text);
+        unsaved.curation = 0;
+        let b = h.banner(unsaved).unwrap();
+        assert!(
+            b.severe && b.text.starts_with("Nothing you change here is saved"),
+            "{}",
+            b.text
+        );
     }
 
     #[test]

@@ -17,6 +17,11 @@ pub fn now_ms() -> f64 {
 
 /// Lets the browser run other tasks (input, painting) before continuing a long job.
 pub async fn next_tick() {
+    sleep_ms(0).await
+}
+
+/// Resumes after `ms` milliseconds (in the page or a worker).
+pub async fn sleep_ms(ms: u32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
         let set: Option<js_sys::Function> = js_sys::Reflect::get(&global, &"setTimeout".into())
@@ -24,7 +29,7 @@ pub async fn next_tick() {
             .and_then(|f| f.dyn_into().ok());
         match set {
             Some(set) => {
-                let _ = set.call2(&global, &resolve, &0.into());
+                let _ = set.call2(&global, &resolve, &ms.into());
             }
             None => {
                 let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);

@@ -43,6 +43,27 @@ fn prefix(fingerprint: &str) -> String {
     format!("{fingerprint}/")
 }
 
+/// Asks the browser to keep this page's storage when disk space runs low (`navigator.storage
+/// .persist()`); browsers decide, so this is best effort. True if granted.
+pub async fn ask_persistence() -> bool {
+    use js_sys::Reflect;
+    let Some(w) = web_sys::window() else {
+        return false;
+    };
+    let Ok(storage) = Reflect::get(&w.navigator(), &"storage".into()) else {
+        return false;
+    };
+    let persist = Reflect::get(&storage, &"persist".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+    let Some(Ok(p)) = persist.map(|f| f.call0(&storage)) else {
+        return false;
+    };
+    JsFuture::from(js_sys::Promise::from(p))
+        .await
+        .is_ok_and(|v| v.is_truthy())
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(v: JsValue) -> Option<T> {
     serde_json::from_str(&v.as_string()?).ok()
 }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use super::state::AppState;
 use crate::format::{count, fixed};
-use crate::histogram::{Histogram, Quantity, histogram};
+use crate::histogram::{Histogram, Quantity, histogram_with};
 
 const W: f64 = 560.0;
 const H: f64 = 200.0;
@@ -33,8 +33,12 @@ pub fn Overview() -> impl IntoView {
     };
     let chart = move |q: Quantity| {
         let h = Memo::new(move |_| {
-            state.stats.track();
-            state.with_session(|s| histogram(s, q, BINS)).flatten()
+            state.stats.with(|st| {
+                let st = st.as_ref()?;
+                state
+                    .with_session(|s| histogram_with(s, st, q, BINS))
+                    .flatten()
+            })
         });
         move || h.get().map(|h| view! { <Chart h=h/> })
     };

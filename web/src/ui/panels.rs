@@ -93,9 +93,13 @@ pub fn ScorePanel() -> impl IntoView {
     let p = state.progress;
     let text = move || {
         let p = p.get();
+        let workers = match state.workers() {
+            1 => String::new(),
+            n => format!(" in {n} workers"),
+        };
         let speed = p
             .pairs_per_s
-            .map(|s| format!(" · {s:.1} pairs/s"))
+            .map(|s| format!(" · {s:.1} pairs/s{workers}"))
             .unwrap_or_default();
         let scored = state
             .dataset

@@ -51,6 +51,56 @@ impl SaverState {
     }
 }
 
+/// A note outside IndexedDB (localStorage, its own small quota) that a dataset's curation could
+/// not all be saved, so that the next visit says its restored state is partial. `None` clears it.
+pub(super) fn lost_marker(fingerprint: &str, unsaved: Option<usize>) {
+    let Some(local) = web_sys::window().and_then(|w| w.local_storage().ok().flatten()) else {
+        return;
+    };
+    let key = format!("dama-web:unsaved:{fingerprint}");
+    let _ = match unsaved {
+        Some(n) if n > 0 => local.set_item(&key, &n.to_string()),
+        _ => local.remove_item(&key),
+    };
+}
+
+/// What the note above says for a dataset being opened.
+fn lost_before(fingerprint: &str) -> Option<usize> {
+    web_sys::window()?
+        .local_storage()
+        .ok()??
+        .get_item(&format!("dama-web:unsaved:{fingerprint}"))
+        .ok()??
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
+/// Restores what the localStorage version of the explorer saved for this dataset, if anything,
+/// and marks it for today's storage; the words for the status line.
+fn bring_over_legacy(session: &mut Session, source: &DatasetSource) -> String {
+    let json = web_sys::window()
+        .and_then(|w| w.local_storage().ok().flatten())
+        .and_then(|l| {
+            l.get_item(&persist::legacy_key(&session.fingerprint))
+                .ok()
+                .flatten()
+        });
+    let Some((clip_model, cur, sc)) = json.as_deref().and_then(persist::from_legacy) else {
+        return String::new();
+    };
+    let meta = SavedSession {
+        clip_model,
+        ..SavedSession::of(session, source.clone())
+    };
+    let r = persist::restore(session, &meta, cur, sc);
+    session.mark_all_saved_dirty();
+    format!(
+        "; brought over {} curated pair(s) and {} score(s) an earlier version saved in this browser",
+        r.curated, r.scores
+    )
+}
+
 /// "14:03:05", for "saved at".
 fn clock() -> String {
     js_sys::Date::new_0()
@@ -85,7 +135,7 @@ impl AppState {
 
     /// "Try saving again" after a refusal.
     pub fn retry_saving(self) {
-        self.health.update(|h| {
+        self.set_health.update(|h| {
             h.scores = None;
             h.curation = None;
         });
@@ -117,6 +167,17 @@ impl AppState {
         }
     }
 
+    /// Waits for a save under way, then saves what is left.
+    async fn settle(self) {
+        if !self.saver.enabled.get_value() {
+            return;
+        }
+        while self.saver.in_flight.get_value() {
+            crate::browser::sleep_ms(20).await;
+        }
+        self.flush().await;
+    }
+
     /// The session record as it should be stored now.
     fn session_record(self) -> Option<SavedSession> {
         let source = self.saver.source.get_value()?;
@@ -142,7 +203,7 @@ impl AppState {
         let store = match self.store().await {
             Ok(s) => s,
             Err(why) => {
-                self.health.update(|h| h.curation = Some(why));
+                self.set_health.update(|h| h.curation = Some(why));
                 return false;
             }
         };
@@ -159,12 +220,17 @@ impl AppState {
         };
         if let Err(why) = self.write_essential(&store, &fp, &batch.curation).await {
             self.give_back(&fp, batch.taken);
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.curation = Some(why);
                 h.refused += 1;
             });
             self.refresh_unsaved();
+            let n = self.with_session(|s| crate::saving::Unsaved::of(s).curation);
+            lost_marker(&fp, n);
             return false;
+        }
+        if !batch.curation.is_empty() {
+            lost_marker(&fp, None);
         }
         let mut all = true;
         if !batch.scores.is_empty()
@@ -177,14 +243,14 @@ impl AppState {
                     ..Dirty::default()
                 },
             );
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.scores = Some(why);
                 h.refused += 1;
             });
             all = false;
         }
         if all || self.health.with_untracked(|h| h.scores.is_some()) {
-            self.health.update(|h| h.saved_at = Some(clock()));
+            self.set_health.update(|h| h.saved_at = Some(clock()));
         }
         self.refresh_unsaved();
         true
@@ -214,7 +280,7 @@ impl AppState {
             .await;
             match result {
                 Err(Refusal::Full) if self.make_room(store, fp).await => {
-                    self.health.update(|h| h.refused += 1);
+                    self.set_health.update(|h| h.refused += 1);
                     continue;
                 }
                 other => return other,
@@ -229,7 +295,7 @@ impl AppState {
             if store.drop_files(fp).await.is_err() {
                 return false;
             }
-            self.health
+            self.set_health
                 .update(|h| h.dataset = DatasetKept::Evicted { bytes });
             self.saver.source.update_value(|s| {
                 if let Some(DatasetSource::Files { kept, .. }) = s {
@@ -254,7 +320,7 @@ impl AppState {
                     });
                 }
             });
-            self.health.update(|h| {
+            self.set_health.update(|h| {
                 h.scores_evicted = true;
                 h.scores = Some(Refusal::Full);
             });
@@ -272,6 +338,8 @@ impl AppState {
         files: Option<Vec<web_sys::File>>,
         opening: &str,
     ) {
+        // The dataset open now is replaced: its last changes are written first.
+        self.settle().await;
         let mut text = format!("{opening}{}", session.summary);
         let mut health = crate::saving::Health {
             refused: self.health.with_untracked(|h| h.refused),
@@ -309,13 +377,19 @@ impl AppState {
                     self.saver.written.set_value(Some(saved));
                 } else {
                     self.saver.written.set_value(None);
+                    text += &bring_over_legacy(&mut session, &source);
                 }
             }
             Err(why) if self.saver.enabled.get_value() => health.curation = Some(why.clone()),
             Err(_) => {}
         }
-        let warnings = session.warnings.clone();
+        let mut warnings = session.warnings.clone();
         let fp = session.fingerprint.clone();
+        if let Some(n) = lost_before(&fp) {
+            warnings.push(format!(
+                "this browser could not save changes to {n} pair(s) of this dataset last time (its storage was full): they are missing here"
+            ));
+        }
         health.dataset = match &source {
             DatasetSource::Demo => DatasetKept::Builtin,
             DatasetSource::Files {
@@ -324,7 +398,7 @@ impl AppState {
             // Said once the browser has taken the files or refused them.
             DatasetSource::Files { .. } => DatasetKept::Builtin,
         };
-        self.health.set(health);
+        self.set_health.set(health);
         self.install(session, source);
         if warnings.is_empty() {
             self.info(text);
@@ -338,16 +412,17 @@ impl AppState {
             if still {
                 match kept {
                     Ok(()) => {
+                        crate::browser::store::ask_persistence().await;
                         self.saver.source.update_value(|s| {
                             if let Some(DatasetSource::Files { kept, .. }) = s {
                                 *kept = true;
                             }
                         });
-                        self.health
+                        self.set_health
                             .update(|h| h.dataset = DatasetKept::Kept { bytes });
                     }
                     Err(why) => self
-                        .health
+                        .set_health
                         .update(|h| h.dataset = DatasetKept::NotKept { bytes, why }),
                 }
             }
@@ -369,7 +444,7 @@ impl AppState {
         let store = match self.store().await {
             Ok(s) => s,
             Err(why) => {
-                self.health.update(|h| h.curation = Some(why));
+                self.set_health.update(|h| h.curation = Some(why));
                 return;
             }
         };

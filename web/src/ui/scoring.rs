@@ -1,7 +1,12 @@
-//! Models and scoring on the page's side: loading a CLIP in the worker, the run (start, cancel,
+//! Models and scoring on the page's side: loading a CLIP in the workers, the run (start, cancel,
 //! resume, through `crate::scoring::Scheduler`), results coming back, and the re-scoring that
 //! an edit asks for. Scores mark only their pairs changed; the views over every pair refresh at
 //! most once a second while a run goes on.
+//!
+//! Several workers score in parallel, one per core (at most [`MAX_WORKERS`]; `?workers=N` in
+//! the address chooses), each with its own copy of the model: wasm has no threads here, so
+//! parallel means several workers. A batch goes to whichever worker is free; each worker runs
+//! the same code on the same inputs, so the scores do not depend on which one scored a pair.
 
 use gloo_worker::Spawnable;
 use leptos::prelude::*;
@@ -15,16 +20,74 @@ use crate::scoring::{self, RunState};
 use crate::session::{ScoreState, Side};
 use crate::worker::ScoringWorker;
 
+/// Workers at most, whatever the core count: each holds a model (ViT-B/32: 600 MB).
+pub const MAX_WORKERS: usize = 4;
+
+/// What each worker is doing.
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    /// The batch each worker is scoring.
+    busy: Vec<Option<u64>>,
+    /// Workers whose model is loaded, and how long the slowest took.
+    ready: Vec<bool>,
+    load_ms: f64,
+}
+
+impl Pool {
+    fn new(workers: usize) -> Self {
+        Self {
+            busy: vec![None; workers],
+            ready: vec![false; workers],
+            load_ms: 0.0,
+        }
+    }
+
+    fn free(&self) -> Option<usize> {
+        (0..self.busy.len()).find(|&k| self.ready[k] && self.busy[k].is_none())
+    }
+
+    pub fn workers(&self) -> usize {
+        self.busy.len()
+    }
+}
+
+/// `?workers=N`, else the core count, within 1..=MAX_WORKERS.
+fn worker_count() -> usize {
+    let window = web_sys::window();
+    let asked = window
+        .as_ref()
+        .and_then(|w| w.location().search().ok())
+        .and_then(|q| {
+            q.trim_start_matches('?').split('&').find_map(|kv| {
+                kv.strip_prefix("workers=")
+                    .and_then(|v| v.parse::<usize>().ok())
+            })
+        });
+    let cores = window
+        .map(|w| w.navigator().hardware_concurrency() as usize)
+        .unwrap_or(1);
+    asked.unwrap_or(cores).clamp(1, MAX_WORKERS)
+}
+
 impl AppState {
-    /// The state, with the scoring worker started (`worker.js`, built by trunk), saving on,
+    /// The state, with the scoring workers started (`worker.js`, built by trunk), saving on,
     /// and the last session reopened from storage.
     pub fn with_worker() -> Self {
         let state = Self::without_worker();
-        let bridge = ScoringWorker::spawner()
-            .callback(move |out| state.on_worker(out))
-            .as_module(false)
-            .spawn("./worker.js");
-        state.bridge.set_value(Some(bridge));
+        let n = worker_count();
+        let bridges = (0..n)
+            .map(|k| {
+                ScoringWorker::spawner()
+                    .callback(move |out| state.on_worker(k, out))
+                    .as_module(false)
+                    .spawn("./worker.js")
+            })
+            .collect();
+        state.bridges.set_value(bridges);
+        state.pool.set_value(Pool::new(n));
+        state
+            .scheduler
+            .update_value(|s| *s = s.clone().with_slots(n));
         state.install_bench_hook();
         state.saver.enabled.set_value(true);
         spawn_local(state.reopen_last());
@@ -47,18 +110,24 @@ impl AppState {
         {
             return;
         }
-        let hook =
-            Closure::<dyn Fn(u32)>::new(move |repeats: u32| self.send(ToWorker::Bench { repeats }));
+        let hook = Closure::<dyn Fn(u32)>::new(move |repeats: u32| {
+            self.send_to(0, ToWorker::Bench { repeats })
+        });
         let _ = js_sys::Reflect::set(&window, &"damaBench".into(), hook.as_ref());
         hook.forget();
     }
 
-    fn send(self, msg: ToWorker) {
-        self.bridge.with_value(|b| {
-            if let Some(b) = b {
+    fn send_to(self, worker: usize, msg: ToWorker) {
+        self.bridges.with_value(|b| {
+            if let Some(b) = b.get(worker) {
                 b.send(msg)
             }
         });
+    }
+
+    /// How many workers score (for the progress line).
+    pub fn workers(self) -> usize {
+        self.pool.with_value(Pool::workers)
     }
 
     // --- datasets ------------------------------------------------------------------------
@@ -100,11 +169,17 @@ impl AppState {
 
     pub fn load_model(self, urls: ModelUrls) {
         self.info(format!("loading the CLIP model {}…", urls.name));
-        self.model.set(ModelState::Loading {
+        self.set_model.set(ModelState::Loading {
             name: urls.name.clone(),
             step: "starting".into(),
         });
-        self.send(ToWorker::Load(urls));
+        let n = self.workers();
+        self.pool.update_value(|p| *p = Pool::new(n));
+        self.scheduler
+            .update_value(crate::scoring::Scheduler::reset);
+        for k in 0..n {
+            self.send_to(k, ToWorker::Load(urls.clone()));
+        }
     }
 
     pub fn load_demo_model(self) {
@@ -237,15 +312,15 @@ impl AppState {
 
     pub(super) fn refresh_progress(self) {
         let p = self.scheduler.with_value(|s| s.progress(now_ms()));
-        self.progress.set(p);
+        self.set_progress.set(p);
     }
 
-    /// Sends the next batch if the worker is free and a model is ready.
+    /// Sends the next batches to the free workers, once a model is ready.
     pub(super) fn pump(self) {
         if self.ready_model().is_none() {
             return self.refresh_progress();
         }
-        loop {
+        while let Some(worker) = self.pool.with_value(Pool::free) {
             let mut next = None;
             self.scheduler.update_value(|s| next = s.next_batch());
             let Some((batch, ids)) = next else { break };
@@ -263,15 +338,16 @@ impl AppState {
                 });
                 continue;
             }
-            self.send(ToWorker::Score { batch, items });
-            break;
+            self.pool.update_value(|p| p.busy[worker] = Some(batch));
+            self.send_to(worker, ToWorker::Score { batch, items });
         }
         self.refresh_progress();
     }
 
-    fn on_worker(self, out: FromWorker) {
+    fn on_worker(self, worker: usize, out: FromWorker) {
         match out {
-            FromWorker::Fetching { file, from_cache } => self.model.update(|m| {
+            FromWorker::Fetching { .. } if worker > 0 => {}
+            FromWorker::Fetching { file, from_cache } => self.set_model.update(|m| {
                 if let ModelState::Loading { step, .. } = m {
                     *step = format!(
                         "{file} {}",
@@ -284,20 +360,40 @@ impl AppState {
                 }
             }),
             FromWorker::Ready { name, load_ms } => {
+                let mut all = false;
+                self.pool.update_value(|p| {
+                    p.ready[worker] = true;
+                    p.load_ms = p.load_ms.max(load_ms);
+                    all = p.ready.iter().all(|&r| r);
+                });
+                if !all {
+                    return self.set_model.update(|m| {
+                        if let ModelState::Loading { step, .. } = m {
+                            let n = self
+                                .pool
+                                .with_value(|p| p.ready.iter().filter(|&&r| r).count());
+                            *step = format!("ready in {n} of {} workers", self.workers());
+                        }
+                    });
+                }
+                let load_ms = self.pool.with_value(|p| p.load_ms);
                 self.scoring_model.set_value(Some(name.clone()));
-                self.info(format!("{name} is ready"));
-                self.model.set(ModelState::Ready { name, load_ms });
+                self.info(format!("{name} is ready in {} worker(s)", self.workers()));
+                self.set_model.set(ModelState::Ready { name, load_ms });
                 self.pump();
             }
             FromWorker::LoadFailed { name, error } => {
-                self.error(format!("could not load {name}: {error}"));
-                self.model.set(ModelState::Failed { name, error });
+                if !matches!(self.model.get_untracked(), ModelState::Failed { .. }) {
+                    self.error(format!("could not load {name}: {error}"));
+                    self.set_model.set(ModelState::Failed { name, error });
+                }
             }
             FromWorker::NoModel { batch } => {
+                self.pool.update_value(|p| p.busy[worker] = None);
                 self.scheduler.update_value(|s| {
                     s.on_result(batch, now_ms());
                 });
-                self.error("the worker has no model loaded");
+                self.error("a scoring worker has no model loaded");
             }
             FromWorker::Bench(report) => {
                 let json = match report {
@@ -308,7 +404,10 @@ impl AppState {
                     let _ = js_sys::Reflect::set(&w, &"damaBenchResult".into(), &json.into());
                 }
             }
-            FromWorker::Scored { batch, results, .. } => self.on_scored(batch, results),
+            FromWorker::Scored { batch, results, .. } => {
+                self.pool.update_value(|p| p.busy[worker] = None);
+                self.on_scored(batch, results)
+            }
         }
     }
 
@@ -336,9 +435,23 @@ impl AppState {
         for i in applied {
             self.notify_pair(i);
         }
+        let running = |s: &crate::scoring::Scheduler| s.progress(0.0).state == RunState::Running;
+        let was_running = self.scheduler.with_value(running);
         self.scheduler.update_value(|s| {
             s.on_result(batch, now_ms());
         });
+        if was_running && errors.is_empty() {
+            let p = self.scheduler.with_value(|s| s.progress(now_ms()));
+            if p.state == RunState::Finished {
+                self.info(format!(
+                    "scored {} pair(s){}",
+                    crate::format::count(p.done),
+                    p.pairs_per_s
+                        .map(|r| format!(" · {r:.1} pairs/s"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
         if let Some(first) = errors.first() {
             self.error(format!("{} pair(s) not scored: {first}", errors.len()));
         }

@@ -7,7 +7,8 @@
 //!   ([`AppState::pair`]): a curation re-renders that pair's row and pair view only;
 //! - one `aggregate` trigger stands for what depends on many pairs (δ̄ and the bands, the
 //!   table's order, the histograms); during a scoring run it fires at most once a second;
-//! - views get read-only handles ([`Memo`]s: `stats`, `order`, `dataset`).
+//! - views get read-only handles: [`Memo`]s (`stats`, `order`, `dataset`) and the read halves
+//!   of the signals only actions change (`model`, `progress`, `message`, `health`, `unsaved`).
 //!
 //! The actions live beside it: `saver.rs` (IndexedDB), `scoring.rs` (the worker), `exporter.rs`.
 
@@ -85,9 +86,13 @@ pub struct AppState {
     /// The table's pairs, filtered and sorted: what the table draws and ◀ ▶ walk.
     pub order: Memo<Vec<u32>>,
     pub dataset: Memo<Option<DatasetInfo>>,
-    pub model: RwSignal<ModelState>,
-    pub progress: RwSignal<Progress>,
-    pub message: RwSignal<Option<Message>>,
+    // What only actions change: views get the read halves, the write halves stay here.
+    pub model: ReadSignal<ModelState>,
+    pub(super) set_model: WriteSignal<ModelState>,
+    pub progress: ReadSignal<Progress>,
+    pub(super) set_progress: WriteSignal<Progress>,
+    pub message: ReadSignal<Option<Message>>,
+    pub(super) set_message: WriteSignal<Option<Message>>,
     pub view: RwSignal<View>,
     /// The pair the pair view shows, and where it stood in `order`.
     pub cursor: RwSignal<Cursor>,
@@ -95,14 +100,21 @@ pub struct AppState {
     /// The filter in effect; its text follows `filter_text` after a pause in typing.
     pub filter: RwSignal<Filter>,
     pub filter_text: RwSignal<String>,
-    pub health: RwSignal<Health>,
-    pub unsaved: RwSignal<Unsaved>,
+    pub health: ReadSignal<Health>,
+    pub(super) set_health: WriteSignal<Health>,
+    pub unsaved: ReadSignal<Unsaved>,
+    pub(super) set_unsaved: WriteSignal<Unsaved>,
     pub dialog: RwSignal<Option<Dialog>>,
+    /// Where the table was scrolled, and the pair the pair view showed then (a tab switch
+    /// brings the table back there, unless the person walked to another pair meanwhile).
+    pub table_view: StoredValue<Option<(f64, Cursor)>>,
     /// The scoring run.
     pub(super) scheduler: StoredValue<Scheduler>,
     /// The model whose results the worker sends (set when it reports ready).
     pub(super) scoring_model: StoredValue<Option<String>>,
-    pub(super) bridge: StoredValue<Option<WorkerBridge<ScoringWorker>>, LocalStorage>,
+    /// The scoring workers (one per core, each with its own copy of the model).
+    pub(super) bridges: StoredValue<Vec<WorkerBridge<ScoringWorker>>, LocalStorage>,
+    pub(super) pool: StoredValue<super::scoring::Pool>,
     /// An export to start once the pairs it waits for are scored.
     pub(super) export_after: StoredValue<Option<crate::export::Mode>>,
     pub(super) saver: super::saver::SaverState,
@@ -147,6 +159,11 @@ impl AppState {
                 })
             })
         });
+        let (model, set_model) = signal(ModelState::None);
+        let (progress, set_progress) = signal(Progress::default());
+        let (message, set_message) = signal(None);
+        let (health, set_health) = signal(Health::default());
+        let (unsaved, set_unsaved) = signal(Unsaved::default());
         Self {
             data,
             generation,
@@ -157,35 +174,42 @@ impl AppState {
             stats,
             order,
             dataset,
-            model: RwSignal::new(ModelState::None),
-            progress: RwSignal::new(Progress::default()),
-            message: RwSignal::new(None),
+            model,
+            set_model,
+            progress,
+            set_progress,
+            message,
+            set_message,
             view: RwSignal::new(View::Overview),
             cursor: RwSignal::new(Cursor::default()),
             sort,
             filter,
             filter_text: RwSignal::new(String::new()),
-            health: RwSignal::new(Health::default()),
-            unsaved: RwSignal::new(Unsaved::default()),
+            health,
+            set_health,
+            unsaved,
+            set_unsaved,
             dialog: RwSignal::new(None),
+            table_view: StoredValue::new(None),
             scheduler: StoredValue::new(Scheduler::new(BATCH)),
             scoring_model: StoredValue::new(None),
-            bridge: StoredValue::new_local(None),
+            bridges: StoredValue::new_local(Vec::new()),
+            pool: StoredValue::new(super::scoring::Pool::default()),
             export_after: StoredValue::new(None),
             saver: super::saver::SaverState::new(),
         }
     }
 
     pub fn info(self, text: impl Into<String>) {
-        self.message.set(Some(Message::Info(text.into())));
+        self.set_message.set(Some(Message::Info(text.into())));
     }
 
     pub fn warn(self, text: impl Into<String>) {
-        self.message.set(Some(Message::Warning(text.into())));
+        self.set_message.set(Some(Message::Warning(text.into())));
     }
 
     pub fn error(self, text: impl Into<String>) {
-        self.message.set(Some(Message::Error(text.into())));
+        self.set_message.set(Some(Message::Error(text.into())));
     }
 
     // --- reading -------------------------------------------------------------------------
@@ -263,7 +287,13 @@ impl AppState {
             .with_value(|s| s.as_ref().map(Unsaved::of))
             .unwrap_or_default();
         if self.unsaved.get_untracked() != u {
-            self.unsaved.set(u);
+            self.set_unsaved.set(u);
+            // While the curation cannot be saved, a note outside IndexedDB counts what is lost.
+            if self.health.with_untracked(|h| h.curation.is_some())
+                && let Some(fp) = self.with_session(|s| s.fingerprint.clone())
+            {
+                super::saver::lost_marker(&fp, Some(u.curation));
+            }
         }
     }
 
@@ -297,6 +327,7 @@ impl AppState {
         self.saver.source.set_value(Some(source));
         self.data.set_value(Some(session));
         self.cursor.set(Cursor::default());
+        self.table_view.set_value(None);
         self.notify_all();
         self.refresh_progress();
         self.refresh_unsaved();

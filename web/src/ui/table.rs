@@ -39,23 +39,31 @@ pub fn PairTable() -> impl IntoView {
         order.with(|o| o.get(a..b).map(<[u32]>::to_vec).unwrap_or_default())
     });
     let boxed = NodeRef::<leptos::html::Div>::new();
-    // Back from the pair view: the table opens where that pair is.
+    // Back on this tab: where the table was, or where the pair walked to in the pair view is.
     Effect::new(move || {
         if let Some(el) = boxed.get() {
-            let place = order.with_untracked(|o| state.cursor.get_untracked().place_in(o));
+            let cursor = state.cursor.get_untracked();
             let h = f64::from(el.client_height());
             height.set(h);
-            if let Some(p) = place {
-                let top = (p as f64 * ROW_PX - h / 2.0).max(0.0);
-                el.set_scroll_top(top as i32);
-                scroll.set(top);
-            }
+            let top = match state.table_view.get_value() {
+                None => 0.0,
+                Some((top, c)) if c == cursor => top,
+                Some((top, _)) => order
+                    .with_untracked(|o| cursor.place_in(o))
+                    .map_or(top, |p| (p as f64 * ROW_PX - h / 2.0).max(0.0)),
+            };
+            el.set_scroll_top(top as i32);
+            scroll.set(top);
         }
     });
     let on_scroll = move |_| {
         if let Some(el) = boxed.get_untracked() {
-            scroll.set(f64::from(el.scroll_top()));
+            let top = f64::from(el.scroll_top());
+            scroll.set(top);
             height.set(f64::from(el.client_height()));
+            state
+                .table_view
+                .set_value(Some((top, state.cursor.get_untracked())));
         }
     };
     let header = Column::ALL
@@ -175,10 +183,14 @@ fn RowView(i: usize) -> impl IntoView {
         let place = state
             .order
             .with_untracked(|o| Cursor { pair: i, place: 0 }.place_in(o));
-        state.cursor.set(Cursor {
+        let cursor = Cursor {
             pair: i,
             place: place.unwrap_or(0),
-        });
+        };
+        state.cursor.set(cursor);
+        state
+            .table_view
+            .update_value(|v| *v = Some((v.map_or(0.0, |(top, _)| top), cursor)));
         state.view.set(View::Pair);
     };
     let selected = move || state.cursor.with(|c| c.pair == i);
