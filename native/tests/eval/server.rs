@@ -3,7 +3,7 @@
 
 use super::*;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -36,23 +36,7 @@ pub fn judge_server(exchanges: Exchanges, seen: Arc<Mutex<Seen>>) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream);
-            let (mut auth, mut length) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    auth = line["authorization:".len()..].trim().to_owned();
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let (auth, body, reader) = dama_tests::read_http_request(stream);
             let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let model = request["model"].as_str().unwrap_or("").to_owned();
             let messages = &request["messages"];

@@ -3,13 +3,14 @@
 //! `--out/llm-cache/`, so a rerun (another table, a killed run) asks nothing again; the API key
 //! comes from the environment only and is never printed or written.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use dama_eval::answers::Answers;
 use dama_eval::judge::llava_bench::{self, Bench, Files};
 use dama_eval::judge::{LlavaSummary, MmhalSummary, mmhal};
+use dama_eval::llm::Endpoint;
 
 use super::output::{self, table};
 use super::{AnswerArgs, LlmArgs, answers_file, bar};
@@ -136,13 +137,7 @@ fn run_mmhal(args: &JudgeArgs) -> Result<()> {
         &report.warnings,
     )?;
     print!("{}", render(&report.summary));
-    let u = endpoint.usage();
-    println!(
-        "judge: {} requests, {} cached replies, {} retries",
-        u.requests, u.cache_hits, u.retries
-    );
-    println!("summary: {}", summary_path.display());
-    println!("details: {}", details_path.display());
+    say_done(&endpoint, &summary_path, &details_path);
     Ok(())
 }
 
@@ -182,14 +177,19 @@ fn run_llava_bench(args: &JudgeArgs) -> Result<()> {
         &report.warnings,
     )?;
     print!("{}", render_llava(&report.summary));
+    say_done(&endpoint, &summary_path, &details_path);
+    Ok(())
+}
+
+/// What the endpoint cost and where the results are: the last lines of either judge.
+fn say_done(endpoint: &Endpoint, summary: &Path, details: &Path) {
     let u = endpoint.usage();
     println!(
         "judge: {} requests, {} cached replies, {} retries",
         u.requests, u.cache_hits, u.retries
     );
-    println!("summary: {}", summary_path.display());
-    println!("details: {}", details_path.display());
-    Ok(())
+    println!("summary: {}", summary.display());
+    println!("details: {}", details.display());
 }
 
 /// LLaVA-Bench's table: per category, the two means and the relative score.
