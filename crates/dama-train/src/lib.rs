@@ -27,7 +27,7 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 
-pub use config::{LoraSettings, OptimMaster, Precision, TrainConfig};
+pub use config::{LoraSettings, OptimMaster, OptimState, Precision, TrainConfig};
 pub use data::{DataOptions, TrainData, TrainPair};
 pub use error::{Result, TrainError};
 pub use metrics::{MetricsLog, StepMetrics};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use dama_core::{Combine, DamaConfig, Filter, Mode, Preset};
-use dama_train::{LoraSettings, OptimMaster, TrainConfig, train};
+use dama_train::{LoraSettings, OptimMaster, OptimState, TrainConfig, train};
 
 use crate::args::{InputArgs, ModelArgs, choice, paper};
 use crate::device::{DeviceArgs, describe};
@@ -86,6 +86,12 @@ pub struct TrainArgs {
     /// instead of 12; a 7B full fine-tune then fits one 141 GB H200: 98 GB peak at 4 pairs).
     #[arg(long, value_parser = choice::<OptimMaster>(), default_value_t = paper().optim_master)]
     pub optim_master: OptimMaster,
+    /// AdamW's moments: `f32` (exactly torch's AdamW, 8 bytes per parameter) or `8bit`
+    /// (bitsandbytes' block-wise dynamic quantisation: 2 bytes per parameter; tensors under
+    /// 4096 values stay f32). With `--optim-master bf16-sr` a 7B full fine-tune keeps 6 bytes
+    /// of model state per parameter (weights, gradients, moments): 41 GB.
+    #[arg(long, value_parser = choice::<OptimState>(), default_value_t = paper().optim_state)]
+    pub optim_state: OptimState,
     /// Recompute each decoder layer in the backward instead of keeping its activations: the
     /// same numbers with a fraction of the activation memory, for one more forward of the
     /// language model per pass (larger micro-batches on one GPU). Free to change on resume.
@@ -162,6 +168,7 @@ impl TrainArgs {
             adam_beta2: self.adam_beta2,
             adam_eps: self.adam_eps,
             optim_master: self.optim_master,
+            optim_state: self.optim_state,
             max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
             seed: self.seed,
             shuffle: !self.sequential,

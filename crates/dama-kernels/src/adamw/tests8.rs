@@ -39,8 +39,8 @@ fn eight_bit_steps_equal_the_numpy_reference() {
     let n = case["n"].as_u64().unwrap() as usize;
     let dev = Device::Cpu;
     let var = Var::from_tensor(&Tensor::from_vec(f32s(&case["p0"]), n, &dev).unwrap()).unwrap();
-    let state = AdamWState::with_options(var.as_tensor(), Master::F32, StateFormat::Dynamic8)
-        .unwrap();
+    let state =
+        AdamWState::with_options(var.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
     assert_eq!(state.format(), StateFormat::Dynamic8);
     let hp = |k: &str| case[k].as_f64().unwrap();
     for (t, want) in case["steps"].as_array().unwrap().iter().enumerate() {
@@ -176,16 +176,16 @@ fn eight_bit_layouts_equal_a_plain_loop() {
 fn small_variables_keep_f32_moments_and_the_bytes_shrink() {
     let dev = Device::Cpu;
     let small = Var::zeros(quant8::MIN_8BIT_SIZE - 1, DType::BF16, &dev).unwrap();
-    let s = AdamWState::with_options(small.as_tensor(), Master::F32, StateFormat::Dynamic8)
-        .unwrap();
+    let s =
+        AdamWState::with_options(small.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
     assert_eq!(s.format(), StateFormat::F32);
     assert!(s.codes(Moment::ExpAvg).unwrap().is_none());
     let n = 10 * BLOCK;
     let big = Var::zeros(n, DType::BF16, &dev).unwrap();
-    let f32_state = AdamWState::with_options(big.as_tensor(), Master::F32, StateFormat::F32)
-        .unwrap();
-    let eight = AdamWState::with_options(big.as_tensor(), Master::F32, StateFormat::Dynamic8)
-        .unwrap();
+    let f32_state =
+        AdamWState::with_options(big.as_tensor(), Master::F32, StateFormat::F32).unwrap();
+    let eight =
+        AdamWState::with_options(big.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
     // master 4 + moments 8 bytes per value, against master 4 + codes 2 + absmaxes
     assert_eq!(f32_state.bytes(), 12 * n);
     assert_eq!(eight.bytes(), 6 * n + 2 * 4 * 10);
@@ -211,8 +211,7 @@ fn eight_bit_views_and_setters() {
     assert_eq!(s.format(), StateFormat::F32);
     let n = 2 * BLOCK + 100;
     let var = Var::from_tensor(&Tensor::randn(0f32, 1.0, n, &dev).unwrap()).unwrap();
-    let s =
-        AdamWState::with_options(var.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
+    let s = AdamWState::with_options(var.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
     let values = (Tensor::randn(0f32, 1.0, n, &dev).unwrap() * 1e-3).unwrap();
     s.set_exp_avg(&values).unwrap();
     let (want_codes, want_absmax) = quant8::quantize(QMap::Signed, &vec_f32(&values));
@@ -227,17 +226,16 @@ fn eight_bit_views_and_setters() {
     let other =
         AdamWState::with_options(var.as_tensor(), Master::F32, StateFormat::Dynamic8).unwrap();
     for m in [Moment::ExpAvg, Moment::ExpAvgSq] {
-        other
-            .set_codes(m, &s.codes(m).unwrap().unwrap())
-            .unwrap();
-        other
-            .set_absmax(m, &s.absmax(m).unwrap().unwrap())
-            .unwrap();
+        other.set_codes(m, &s.codes(m).unwrap().unwrap()).unwrap();
+        other.set_absmax(m, &s.absmax(m).unwrap().unwrap()).unwrap();
         assert_eq!(codes(&other, m), codes(&s, m));
     }
     // wrong sizes and dtypes are refused, naming the part
     let err = s
-        .set_codes(Moment::ExpAvgSq, &Tensor::zeros(3, DType::U8, &dev).unwrap())
+        .set_codes(
+            Moment::ExpAvgSq,
+            &Tensor::zeros(3, DType::U8, &dev).unwrap(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("exp_avg_sq codes"), "{err}");
