@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod observer;
 pub mod optim;
 pub mod order;
+pub mod plan;
 pub mod policy;
 pub mod prepare;
 pub mod ref_cache;
