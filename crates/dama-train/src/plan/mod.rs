@@ -33,7 +33,7 @@
 pub mod activations;
 pub mod params;
 mod suggest;
-mod table;
+pub mod table;
 
 use dama_llava::LlavaConfig;
 use serde::{Deserialize, Serialize};
@@ -269,3 +269,6 @@ pub fn plan(model: &LlavaConfig, settings: &PlanSettings) -> Result<MemoryPlan> 
         peak_at,
     })
 }
+
+#[cfg(test)]
+mod tests;
