@@ -16,7 +16,7 @@ mkdir -p "$scratch"
 results=()
 record() { results+=("$(printf '%-44s %s' "$1" "$2")"); }
 # whether step $1 runs (all of them unless CHECK_ONLY names one)
-step() { [ -z "${CHECK_ONLY:-}" ] || [ "$CHECK_ONLY" = "$1" ]; }
+wanted() { [ -z "${CHECK_ONLY:-}" ] || [ "$CHECK_ONLY" = "$1" ]; }
 
 # PATH without the tools under test: links to every other program of each PATH folder
 hidden="trunk wasm-bindgen wasm-bindgen-test-runner node npm npx chromium chromedriver"
@@ -42,20 +42,20 @@ export DAMA_TOOLS_PREFIX="$scratch/prefix" DAMA_CUDA_HEADER_ROOTS="/nonexistent"
 source scripts/install-test-deps.sh
 apt_install() { echo "(apt-get install $* is exercised in the debootstrap step)"; }
 
-if step trunk; then
+if wanted trunk; then
   start=$(date +%s)
   ( light_install trunk --version "$TRUNK_VERSION" --locked ) \
     && [ -x "$DAMA_TOOLS_PREFIX/bin/trunk" ] && record "cargo install trunk $TRUNK_VERSION" "ok ($(( $(date +%s) - start )) s)" \
     || record "cargo install trunk" FAILED
 fi
-if step bindgen; then
+if wanted bindgen; then
   start=$(date +%s)
   ( light_install wasm-bindgen-cli --version "$BINDGEN_VERSION" ) \
     && [ "$("$DAMA_TOOLS_PREFIX/bin/wasm-bindgen" --version | awk '{print $2}')" = "$BINDGEN_VERSION" ] \
     && record "cargo install wasm-bindgen-cli $BINDGEN_VERSION" "ok ($(( $(date +%s) - start )) s)" \
     || record "cargo install wasm-bindgen-cli" FAILED
 fi
-if step cuda; then
+if wanted cuda; then
   start=$(date +%s)
   if need_cuda_headers && [ "$cuda_headers" = "$DAMA_TOOLS_PREFIX/cuda-headers/nvidia/cu13/include" ] \
     && g++ -std=c++20 -fsyntax-only -I"$cuda_headers" crates/dama-kernels/kernels/emu/adamw.cpp; then
@@ -66,7 +66,7 @@ if step cuda; then
 fi
 # npm ci in a scratch copy of web/e2e, with the machine's node and npm (hidden above only so that
 # the apt step's detection is exercised)
-if step npm; then
+if wanted npm; then
   start=$(date +%s)
   mkdir -p "$scratch/e2e" && cp web/e2e/package.json web/e2e/package-lock.json "$scratch/e2e/"
   if (cd "$scratch/e2e" && PATH="/usr/bin:$PATH" npm ci --no-audit --no-fund >/dev/null) \
@@ -77,7 +77,7 @@ if step npm; then
   fi
 fi
 
-if step apt && [ "${CHECK_APT:-1}" = 1 ]; then
+if wanted apt && [ "${CHECK_APT:-1}" = 1 ]; then
   start=$(date +%s)
   root="$scratch/debian"
   if ! command -v debootstrap >/dev/null 2>&1; then

@@ -35,11 +35,9 @@ impl Gen {
 /// biases N(0, 0.1²): activations of order one, so that log-probs and gradients are far from
 /// the degenerate uniform case.
 pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
-    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
-        .map_err(|e| LlavaError::config("random model", "vision_config", e.to_string()))?;
     let mut g = Gen(Xoshiro256::seed_from(seed));
     let mut map = HashMap::new();
-    let mut add = |name: String, shape: &[usize], kind: Kind| -> Result<()> {
+    for (name, shape, kind) in weight_specs(cfg)? {
         let n: usize = shape.iter().product();
         let data = match kind {
             Kind::Matrix => g.normal(
@@ -51,7 +49,32 @@ pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
             Kind::Scale => g.normal(n, 0.1, 1.0),
             Kind::Bias => g.normal(n, 0.1, 0.0),
         };
-        map.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+        map.insert(
+            name,
+            Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?,
+        );
+    }
+    Ok(WeightFiles::from_tensors(
+        map,
+        format!("random weights (seed {seed})"),
+    ))
+}
+
+/// Every weight of a LLaVA model of `cfg` in the llava-hf layout: (name, shape), in the order
+/// [`random_weights`] draws them. What the memory planner counts.
+pub fn weight_shapes(cfg: &LlavaConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    Ok(weight_specs(cfg)?
+        .into_iter()
+        .map(|(name, shape, _)| (name, shape))
+        .collect())
+}
+
+fn weight_specs(cfg: &LlavaConfig) -> Result<Vec<(String, Vec<usize>, Kind)>> {
+    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
+        .map_err(|e| LlavaError::config("random model", "vision_config", e.to_string()))?;
+    let mut specs = Vec::new();
+    let mut add = |name: String, shape: &[usize], kind: Kind| -> Result<()> {
+        specs.push((name, shape.to_vec(), kind));
         Ok(())
     };
     use Kind::*;
@@ -122,10 +145,7 @@ pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
     if !cfg.tie_word_embeddings {
         add(names::lm_head(), &[t.vocab_size, h], Matrix)?;
     }
-    Ok(WeightFiles::from_tensors(
-        map,
-        format!("random weights (seed {seed})"),
-    ))
+    Ok(specs)
 }
 
 #[derive(Clone, Copy)]

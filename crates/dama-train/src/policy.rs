@@ -8,10 +8,10 @@ use dama_core::DamaState;
 use dama_llava::{LlavaModel, LoadOptions};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::{OptimMaster, TrainConfig};
+use crate::config::{OptimMaster, OptimState, TrainConfig};
 use crate::error::{Context, Result};
 use crate::observer::Observer;
-use crate::optim::{AdamW, AdamWConfig, Master, Param};
+use crate::optim::{AdamW, AdamWConfig, Master, Param, StateFormat};
 use crate::order::Cursor;
 
 /// A policy ready for its next step.
@@ -31,6 +31,10 @@ pub fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
         master: match cfg.optim_master {
             OptimMaster::F32 => Master::F32,
             OptimMaster::Bf16Sr => Master::StochasticBf16 { seed: cfg.seed },
+        },
+        state: match cfg.optim_state {
+            OptimState::F32 => StateFormat::F32,
+            OptimState::Dynamic8 => StateFormat::Dynamic8,
         },
     }
 }

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod eval;
 pub mod init_tiny;
+pub mod plan;
 pub mod ref_logps;
 pub mod score;
 pub mod train;

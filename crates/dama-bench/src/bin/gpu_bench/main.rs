@@ -8,7 +8,7 @@
 //!                                      --only, then the tiny LLaVA's log-probs and gradients
 //! gpu_bench ops [--iters N]            fused vs composed fwd+bwd per op at the block's shapes
 //! gpu_bench block [--iters N]          the block probe (fused and composed), vs torch_block.py
-//! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|candle]
+//! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|fused-8bit|fused-sr-8bit|candle]
 //!                [--layer-backward manual|autograd] [--recompute-activations]
 //!                                      one DAMA step, vs torch_dpo_step.py, then one more
 //!                                      timed phase by phase (`phases_ms`); AdamW fused (fp32
