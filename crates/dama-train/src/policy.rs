@@ -61,14 +61,7 @@ pub fn build_policy(
     let mut model = LlavaModel::load(&load_from, &opts)
         .with_context(|| format!("loading the policy {}", load_from.display()))?;
     model.set_recompute_activations(cfg.recompute_activations);
-    let params: Vec<Param> = model
-        .trainable_vars()
-        .iter()
-        .map(|(name, var)| Param {
-            name: name.clone(),
-            var: var.clone(),
-        })
-        .collect();
+    let params = Param::all(model.trainable_vars());
     let mut opt = AdamW::new(params, adamw_config(cfg))?;
     let state = match resumed {
         Some((dir, saved)) => {

@@ -143,14 +143,7 @@ fn measure(case: &Case<'_>, dir: &Path) -> (usize, u64) {
     };
     let mut model = LlavaModel::from_weights(cfg.clone(), ckpt, &opts).unwrap();
     model.set_recompute_activations(case.checkpointing);
-    let params: Vec<Param> = model
-        .trainable_vars()
-        .iter()
-        .map(|(name, var)| Param {
-            name: name.clone(),
-            var: var.clone(),
-        })
-        .collect();
+    let params = Param::all(model.trainable_vars());
     let mut opt = AdamW::new(params, adamw_config(&train)).unwrap();
     restart_peak();
     let loaded = current() - before;

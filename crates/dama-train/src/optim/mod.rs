@@ -81,6 +81,19 @@ pub struct Param {
     pub var: Var,
 }
 
+impl Param {
+    /// One `Param` per named variable, in the map's (sorted) order: what a model's
+    /// `trainable_vars()` hands the optimizer.
+    pub fn all<'a>(vars: impl IntoIterator<Item = (&'a String, &'a Var)>) -> Vec<Param> {
+        vars.into_iter()
+            .map(|(name, var)| Param {
+                name: name.clone(),
+                var: var.clone(),
+            })
+            .collect()
+    }
+}
+
 /// AdamW over a fixed list of named variables.
 #[derive(Debug)]
 pub struct AdamW {

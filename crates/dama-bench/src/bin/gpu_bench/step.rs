@@ -384,14 +384,7 @@ pub fn run(
         "llava-{lm}: random weights on the GPU in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let params: Vec<Param> = model
-        .trainable_vars()
-        .iter()
-        .map(|(name, var)| Param {
-            name: name.clone(),
-            var: var.clone(),
-        })
-        .collect();
+    let params = Param::all(model.trainable_vars());
     let n_train: usize = params.iter().map(|p| p.var.elem_count()).sum();
     let mut opt = Optim::new(optim, params)?;
     dev.synchronize()?;
