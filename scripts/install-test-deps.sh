@@ -18,7 +18,24 @@ tools_prefix="${DAMA_TOOLS_PREFIX:-$HOME/.cargo}"
 cache_prefix="${DAMA_TOOLS_PREFIX:-$HOME/.cache/dama}"
 skipped=()
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step prints its name; `print_times` lists how long each took (SECONDS: bash's clock),
+# so that a run from scratch says where its time went.
+step_names=()
+step_starts=()
+step() {
+  step_names+=("$*")
+  step_starts+=("$SECONDS")
+  printf '\n==> %s\n' "$*"
+}
+print_times() {
+  local i n=${#step_names[@]} end
+  echo "time per step (s):"
+  for ((i = 0; i < n; i++)); do
+    if ((i + 1 < n)); then end=${step_starts[i + 1]}; else end=$SECONDS; fi
+    printf '  %6d  %s\n' "$((end - step_starts[i]))" "${step_names[i]}"
+  done
+  printf '  %6d  in all\n' "$SECONDS"
+}
 
 apt_updated=0
 apt_install() {

@@ -34,6 +34,8 @@ elif need_cuda_headers; then
   step "the CUDA kernels in CPU emulation: tensor-core attention and AdamW (kernels/emu)"
   CUDA_INCLUDE="$cuda_headers" crates/dama-kernels/kernels/emu/run.sh
 fi
+step "the browser explorer: scripts/test-web.sh (its own steps below)"
 DAMA_DEPS_READY=1 scripts/test-web.sh  # the browser explorer: wasm-bindgen tests and end-to-end
 step "all tests passed"
+print_times
 print_skipped
