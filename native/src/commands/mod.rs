@@ -1,6 +1,7 @@
 //! One module per subcommand: its arguments and its `run`.
 
 pub mod demo;
+pub mod generate;
 pub mod init_tiny;
 pub mod ref_logps;
 pub mod score;
