@@ -16,7 +16,7 @@
 #              print each entry point's registers, spill bytes and static shared memory
 #
 # nvcc: `$CUDA_PATH/bin/nvcc`, else `nvcc` on PATH; without a CUDA toolkit,
-# `source ../shared/cuda/setup-cuda13.sh` first (nvcc 13.0 from PyPI wheels; no GPU needed).
+# `source scripts/setup-cuda13.sh` first (nvcc 13.0 from PyPI wheels; no GPU needed).
 # Architecture: compute_$CUDA_COMPUTE_CAP (digits only), default 80 as in build.rs; the
 # set-up script exports 90, what the H200 runs used.
 #
@@ -56,7 +56,7 @@ for v in CUDA_PATH CUDA_ROOT CUDA_TOOLKIT_ROOT_DIR; do
     if [ -n "$r" ] && [ -x "$r/bin/nvcc" ]; then nvcc="$r/bin/nvcc"; break; fi
 done
 command -v "$nvcc" >/dev/null || {
-    echo "ptx-diff: no nvcc (set CUDA_PATH, or: source ../shared/cuda/setup-cuda13.sh)" >&2; exit 2; }
+    echo "ptx-diff: no nvcc (set CUDA_PATH, or: source scripts/setup-cuda13.sh)" >&2; exit 2; }
 cap=$(echo "${CUDA_COMPUTE_CAP:-80}" | tr -cd '0-9'); cap=${cap:-80}
 
 work=$(mktemp -d)

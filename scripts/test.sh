@@ -4,17 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+source scripts/install-test-deps.sh
 
 # --- what the tests need ------------------------------------------------------------------
-installed_targets=$(rustup target list --installed)
-for target in wasm32-unknown-unknown wasm32v1-none; do
-  grep -qx "$target" <<<"$installed_targets" || { step "rustup target add $target"; rustup target add "$target"; }
-done
-installed_components=$(rustup component list --installed)
-for component in rustfmt clippy; do
-  grep -q "^$component" <<<"$installed_components" || { step "rustup component add $component"; rustup component add "$component"; }
-done
+need_rust_parts
+need_browser_tools
 
 # --- the checks ---------------------------------------------------------------------------
 step "cargo fmt --check"
@@ -31,10 +25,15 @@ cargo build -p dama-clip --target wasm32-unknown-unknown
 if command -v nvcc >/dev/null 2>&1; then
   step "the CUDA feature builds (nvcc found)"
   cargo check -p dama-native --features cuda
-  step "the CUDA kernels in CPU emulation: tensor-core attention and AdamW (kernels/emu)"
-  CUDA_PATH="${CUDA_PATH:-$(dirname "$(dirname "$(command -v nvcc)")")}" crates/dama-kernels/kernels/emu/run.sh
 else
-  step "nvcc not found: skipping the CUDA build check"
+  skipped+=("cargo check --features cuda: needs nvcc (source scripts/setup-cuda13.sh, or a CUDA toolkit)")
 fi
-scripts/test-web.sh  # the browser explorer: wasm-bindgen tests and the end-to-end test
+if [ "${DAMA_SKIP_EMU:-0}" = 1 ]; then
+  skipped+=("the CUDA kernels' CPU emulation: DAMA_SKIP_EMU=1")
+elif need_cuda_headers; then
+  step "the CUDA kernels in CPU emulation: tensor-core attention and AdamW (kernels/emu)"
+  CUDA_INCLUDE="$cuda_headers" crates/dama-kernels/kernels/emu/run.sh
+fi
+DAMA_DEPS_READY=1 scripts/test-web.sh  # the browser explorer: wasm-bindgen tests and end-to-end
 step "all tests passed"
+print_skipped

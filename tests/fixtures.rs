@@ -249,3 +249,30 @@ pub fn skipped_list(path: &Path) -> Vec<(usize, String)> {
         })
         .collect()
 }
+
+/// One HTTP request read off a test server's connection: the `Authorization` header's value
+/// (empty when absent) and the body (`Content-Length` bytes). The reader is handed back for the
+/// reply. Enough HTTP for the stand-in LLM endpoints of the tests, nothing more.
+pub fn read_http_request(
+    stream: std::net::TcpStream,
+) -> (String, Vec<u8>, std::io::BufReader<std::net::TcpStream>) {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream);
+    let (mut auth, mut length) = (String::new(), 0usize);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("authorization:") {
+            auth = line["authorization:".len()..].trim().to_owned();
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    (auth, body, reader)
+}

@@ -109,7 +109,7 @@ fn activation_checkpointing_gives_the_same_run() {
     )
     .unwrap();
     let recomputed = TrainConfig {
-        activation_checkpointing: true,
+        recompute_activations: true,
         ..base.clone()
     };
     let ckpt = train(

@@ -5,7 +5,7 @@
 //! nvcc is `$CUDA_PATH/bin/nvcc` (or `$CUDA_ROOT`, `$CUDA_TOOLKIT_ROOT_DIR`), else the one on
 //! `PATH`. The virtual architecture is `compute_$CUDA_COMPUTE_CAP` (digits only, "90a" → 90),
 //! default 80: the kernels use nothing newer than sm_80, so the default PTX runs on A100 and is
-//! JIT-compiled for H100/H200 by the driver; `source ../shared/cuda/setup-cuda13.sh` sets 90.
+//! JIT-compiled for H100/H200 by the driver; `source scripts/setup-cuda13.sh` sets 90.
 
 use std::env;
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ fn main() {
         let status = cmd.status().unwrap_or_else(|e| {
             panic!(
                 "dama-kernels: cannot run {} ({e}); set CUDA_PATH or put nvcc on PATH \
-                 (`source ../shared/cuda/setup-cuda13.sh`)",
+                 (`source scripts/setup-cuda13.sh`)",
                 nvcc.display()
             )
         });

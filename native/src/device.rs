@@ -58,3 +58,17 @@ pub fn describe(device: &Device) -> String {
         Device::Metal(_) => "metal".into(),
     }
 }
+
+/// The GPU's total memory in bytes; `None` on the CPU (what `train` plans against when
+/// `--gpu-memory` is not given).
+pub fn memory(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        // the device's context is current on this thread since `cuda_device` opened it
+        return candle_core::cuda_backend::cudarc::driver::result::mem_get_info()
+            .ok()
+            .map(|(_, total)| total as u64);
+    }
+    let _ = device;
+    None
+}

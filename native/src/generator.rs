@@ -293,7 +293,8 @@ impl ModelGenerator {
         }
         Ok(Prompt {
             max_new_tokens: self.max_new_tokens.min(room),
-            seed: fnv1a(id),
+            // a question's own sampling stream, whatever its batch
+            seed: dama_core::hash::fnv1a(id),
             input_ids: ids,
         })
     }
@@ -348,13 +349,6 @@ impl ModelGenerator {
     pub fn identity(&self) -> &serde_json::Value {
         &self.identity
     }
-}
-
-/// FNV-1a of a question id: its own sampling stream.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Reads and decodes a benchmark's image (embedded, or a file it names).

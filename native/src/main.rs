@@ -34,6 +34,8 @@ enum Command {
     Generate(Box<commands::generate::GenerateArgs>),
     /// The end-to-end demo (also what runs with no command).
     Demo(commands::demo::DemoArgs),
+    /// Measure hallucination: Object HalBench, AMBER, judged benchmarks (MMHal-, LLaVA-Bench).
+    Eval(commands::eval::EvalArgs),
     /// Write a tiny random LLaVA-1.5 in the Hugging Face layout (for tests and trials).
     InitTiny(commands::init_tiny::InitTinyArgs),
 }
@@ -45,6 +47,7 @@ fn main() -> Result<()> {
         Some(Command::RefLogps(args)) => commands::ref_logps::run(&args),
         Some(Command::Train(args)) => commands::train::run(&args),
         Some(Command::Generate(args)) => commands::generate::run(&args),
+        Some(Command::Eval(args)) => commands::eval::run(&args),
         Some(Command::InitTiny(args)) => commands::init_tiny::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         None => commands::demo::run_default(),

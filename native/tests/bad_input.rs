@@ -242,29 +242,13 @@ fn more_than_twenty_bad_records_are_counted_and_listed_in_full() {
 /// An OpenAI-compatible endpoint that refuses every request with 401 and echoes the key it was
 /// sent, as some servers do; returns its base URL. It serves until the test process ends.
 fn echoing_server() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream);
-            let (mut auth, mut length) = (String::new(), 0usize);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if lower.starts_with("authorization:") {
-                    auth = line["authorization:".len()..].trim().to_owned();
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
+            let (auth, _body, reader) = dama_tests::read_http_request(stream);
             let reply = format!("{{\"error\": \"invalid credentials: {auth}\"}}");
             let _ = write!(
                 reader.into_inner(),

@@ -6,7 +6,9 @@
 //! Everything must match bit for bit: dama-core takes `exp`/`ln` from the `libm` crate on
 //! every target, so the browser (wasm32) and this native check compute identical numbers.
 //!
-//! `cargo run -p dama-web --example check_export -- FILE --model NAME --dropped ID --edited ID --text TEXT`
+//! `cargo run -p dama-web --example check_export -- FILE --model NAME --dropped ID --edited ID
+//! --text TEXT [--answer ID --answer-text TEXT]`: with `--answer`, that pair's chosen answer
+//! must be the edited text and its sub-sentences the rule splitter's split of it.
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {
@@ -115,6 +117,26 @@ fn main() -> anyhow::Result<()> {
         pairs.iter().all(|p| p.image.decoded.is_some()),
         "every image decodes"
     );
+    if let Some(at) = args.iter().position(|a| a == "--answer") {
+        use dama_data::Splitter;
+        let id = args.get(at + 1).cloned().unwrap_or_default();
+        let want = flag("--answer-text")?;
+        let p = pairs
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no pair {id}"))?;
+        ensure!(
+            p.chosen == want,
+            "{id}: chosen is {:?}, not the edited {want:?}",
+            p.chosen
+        );
+        let split = dama_data::RuleSplitter::new().split(&p.question, &want)?;
+        ensure!(
+            p.sub_sentences.as_ref().map(|s| &s.chosen) == Some(&split),
+            "{id}: the chosen sub-sentences are not the edited answer's split"
+        );
+        ensure!(p.annotation.edited, "{id} is not marked edited");
+    }
     println!(
         "export ok: {} pairs, {} kept, δ̄ = {mean} (dama-core), α_D and δ of every kept pair agree",
         pairs.len(),

@@ -54,7 +54,16 @@ impl Histogram {
 /// `bins` equal bins between the smallest and the largest value (widened a little when they
 /// coincide); `None` while no kept pair is scored.
 pub fn histogram(session: &Session, quantity: Quantity, bins: usize) -> Option<Histogram> {
-    let stats: DatasetStats = session.stats()?;
+    histogram_with(session, &session.stats()?, quantity, bins)
+}
+
+/// [`histogram`] with the session's statistics computed already (the page keeps them).
+pub fn histogram_with(
+    session: &Session,
+    stats: &DatasetStats,
+    quantity: Quantity,
+    bins: usize,
+) -> Option<Histogram> {
     let bands = stats.bands?;
     let mean = stats.delta_mean?;
     let map = |d: f64| match quantity {

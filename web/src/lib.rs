@@ -4,28 +4,36 @@
 //!
 //! The crate is split so that everything that decides something is plain Rust, tested by
 //! `cargo test` on the host:
-//! - [`session`]: the loaded dataset, its sub-sentences, scores and a person's curation;
+//! - [`session`], [`curation`]: the loaded dataset, its sub-sentences and scores, and a person's
+//!   edits (each marks only its pair unsaved);
 //! - [`load`]: picked files / the bundled demo → pairs (through `dama-data`'s readers);
 //! - [`scoring`]: which pairs go to the worker next, progress, pairs/s, cancel and resume;
 //! - [`scorer`]: what the worker runs (dama-clip from bytes), also runnable natively;
-//! - [`table`], [`histogram`]: the views' rows and bins (bands from `dama-core`);
-//! - [`persist`]: what survives a reload (annotations, and scores keyed by content);
-//! - [`export`]: the curated set as annotated JSONL, δ̄ recomputed over the kept pairs;
+//! - [`table`], [`navigate`], [`histogram`]: the table's order and rows, walking it, the bins
+//!   (bands from `dama-core`);
+//! - [`persist`], [`saving`]: what survives a reload (per-pair records), and the saving policy
+//!   (what a save writes, what a refused one means);
+//! - [`export`]: the curated set as annotated JSONL, streamed in chunks, δ̄ recomputed over the
+//!   kept pairs;
 //! - [`protocol`], [`hub`]: the worker's messages and where model files come from;
 //! - [`bench`]: CLIP timings in the worker for `scripts/bench-web.sh` (not used when scoring).
 //!
 //! The browser-only parts ([`ui`], [`browser`], [`worker`]) compile for wasm32 only: Leptos
-//! components, the gloo-worker bridge, localStorage, the Cache API and downloads.
+//! components, the gloo-worker bridge, IndexedDB, the Cache API and downloads.
 //! All maths is `dama-core`'s (through `dama-data`); no formula is written here.
 
 pub mod bench;
+pub mod curation;
 pub mod export;
+pub mod format;
 pub mod histogram;
 pub mod hub;
 pub mod load;
+pub mod navigate;
 pub mod persist;
 pub mod probs;
 pub mod protocol;
+pub mod saving;
 pub mod scorer;
 pub mod scoring;
 pub mod session;

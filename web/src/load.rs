@@ -20,6 +20,14 @@ const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "gif", "bmp",
 pub enum LoadError {
     #[error("no dataset among the picked files (a .jsonl, .json or .parquet file)")]
     NoDataset,
+    #[error(
+        "`{0}` is not a parquet file: it does not start with parquet's `PAR1` signature (a different file renamed, or a cut download?)"
+    )]
+    NotParquet(String),
+    #[error(
+        "`{0}` is neither parquet nor text: its first bytes are not UTF-8, so it cannot be JSONL or JSON"
+    )]
+    NotText(String),
     #[error("{0}")]
     Read(String),
     #[error("the dataset has no pairs{0}")]
@@ -87,9 +95,12 @@ fn load_datasets(
     let mut header = None;
     let mut summaries = Vec::new();
     let first = datasets[0].0.clone();
+    let mut warnings = Vec::new();
     for (name, bytes) in datasets {
+        check_format(&name, &bytes)?;
         let records = dama_data::read_bytes(&name, bytes, images.clone(), options)
             .map_err(|e| LoadError::Read(e.to_string()))?;
+        let header_count = records.header().map(|h| h.count);
         if header.is_none() {
             header = records.header().cloned();
         }
@@ -100,6 +111,9 @@ fn load_datasets(
         if let Some(first_error) = summary.errors.first() {
             line += &format!(" (first: {first_error})");
         }
+        if let Some(w) = count_warning(&name, header_count, &summary) {
+            warnings.push(w);
+        }
         summaries.push(line);
         pairs.append(&mut read);
     }
@@ -107,13 +121,48 @@ fn load_datasets(
     if pairs.is_empty() {
         return Err(LoadError::Empty(format!(": {summary}")));
     }
-    Ok(Session::new(
-        first,
-        pairs,
-        header.as_ref(),
-        &RuleSplitter::new(),
-        summary,
-    )?)
+    let mut session = Session::new(first, pairs, header.as_ref(), &RuleSplitter::new(), summary)?;
+    session.warnings = warnings;
+    Ok(session)
+}
+
+/// Tells the format by the bytes, not the name: a `.parquet` must carry parquet's signature,
+/// anything else must be text.
+fn check_format(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.starts_with(b"PAR1") {
+        return Ok(());
+    }
+    if extension(name) == "parquet" {
+        return Err(LoadError::NotParquet(name.to_owned()));
+    }
+    let head = &bytes[..bytes.len().min(4096)];
+    match std::str::from_utf8(head) {
+        // A character cut by the 4096-byte window is fine.
+        Err(e) if e.error_len().is_some() => Err(LoadError::NotText(name.to_owned())),
+        _ => Ok(()),
+    }
+}
+
+/// An annotated header announces how many records the file holds; fewer means a cut file.
+fn count_warning(
+    name: &str,
+    announced: Option<usize>,
+    summary: &dama_data::ReadSummary,
+) -> Option<String> {
+    let announced = announced?;
+    let found = summary.read + summary.dropped + summary.skipped_total();
+    (found != announced).then(|| {
+        format!(
+            "`{name}`: its header announces {announced} pairs, but the file holds {found} ({} read, {} unreadable){}",
+            summary.read,
+            summary.skipped_total(),
+            if found < announced {
+                ": the file looks cut short (an interrupted download or copy?)"
+            } else {
+                ""
+            }
+        )
+    })
 }
 
 /// The demo set as a session, for tests.
@@ -174,7 +223,7 @@ mod tests {
         let mut s = demo_session();
         crate::export::tests::score_all(&mut s);
         s.set_status(3, Status::Drop);
-        let (_, bytes) = crate::export::export_jsonl(&s).unwrap();
+        let (_, bytes) = crate::export::export_jsonl(&s, crate::export::Mode::Scored).unwrap();
         let again = load_picked(vec![("demo.curated.jsonl".into(), bytes)]).unwrap();
         assert_eq!(again.len(), 48);
         assert_eq!(again.pairs[3].annotation.status, Status::Drop);
@@ -196,5 +245,46 @@ mod tests {
             load_picked(vec![("a.parquet".into(), b"PAR1 broken".to_vec())]),
             Err(LoadError::Read(_))
         ));
+    }
+
+    #[test]
+    fn the_format_is_told_by_content() {
+        let noise: Vec<u8> = (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let e = load_picked(vec![("train.parquet".into(), noise.clone())]).unwrap_err();
+        assert_eq!(e, LoadError::NotParquet("train.parquet".into()));
+        assert!(e.to_string().contains("is not a parquet file"), "{e}");
+        let e = load_picked(vec![("pairs.jsonl".into(), noise)]).unwrap_err();
+        assert_eq!(e, LoadError::NotText("pairs.jsonl".into()));
+        // A parquet file named .jsonl is read as parquet.
+        let mut s = demo_session();
+        crate::export::tests::score_all(&mut s);
+        let (_, jsonl) = crate::export::export_jsonl(&s, crate::export::Mode::Scored).unwrap();
+        let again = load_picked(vec![("x.json".into(), jsonl)]).unwrap();
+        assert_eq!(again.len(), 48);
+    }
+
+    #[test]
+    fn a_cut_annotated_file_names_both_counts() {
+        let mut s = demo_session();
+        crate::export::tests::score_all(&mut s);
+        let (_, bytes) = crate::export::export_jsonl(&s, crate::export::Mode::Scored).unwrap();
+        let whole = load_picked(vec![("a.curated.jsonl".into(), bytes.clone())]).unwrap();
+        assert_eq!(whole.warnings, Vec::<String>::new());
+        // Cut in the middle of the 31st record.
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        let mut cut = lines[..31].join(&b'\n');
+        cut.push(b'\n');
+        cut.extend_from_slice(&lines[31][..40]);
+        let part = load_picked(vec![("a.curated.jsonl".into(), cut)]).unwrap();
+        assert_eq!(part.len(), 30);
+        assert_eq!(part.warnings.len(), 1);
+        let w = &part.warnings[0];
+        assert!(
+            w.contains("announces 48 pairs") && w.contains("holds 31 (30 read, 1 unreadable)"),
+            "{w}"
+        );
+        assert!(w.contains("cut short"), "{w}");
     }
 }

@@ -59,7 +59,9 @@ pub struct Scheduler {
     batch_size: usize,
     pending: VecDeque<String>,
     urgent: VecDeque<String>,
-    in_flight: Option<(u64, Vec<String>)>,
+    /// Batches sent and not answered yet, at most `slots` (one per worker).
+    in_flight: Vec<(u64, Vec<String>)>,
+    slots: usize,
     next_batch: u64,
     state: RunState,
     done: usize,
@@ -76,7 +78,8 @@ impl Scheduler {
             batch_size: batch_size.max(1),
             pending: VecDeque::new(),
             urgent: VecDeque::new(),
-            in_flight: None,
+            in_flight: Vec::new(),
+            slots: 1,
             next_batch: 1,
             state: RunState::Idle,
             done: 0,
@@ -85,6 +88,16 @@ impl Scheduler {
             since: None,
             done_timed: 0,
         }
+    }
+
+    /// Lets `slots` batches be in flight at once: one per scoring worker.
+    pub fn with_slots(mut self, slots: usize) -> Self {
+        self.slots = slots.max(1);
+        self
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// Starts a run over `ids` (the unscored pairs), forgetting any earlier run.
@@ -126,7 +139,7 @@ impl Scheduler {
         self.total = self.done + self.pending.len() + in_flight.len();
         self.state = RunState::Running;
         self.since = Some(now_ms);
-        if self.pending.is_empty() && self.in_flight.is_none() {
+        if self.pending.is_empty() && self.in_flight.is_empty() {
             self.finish(now_ms);
         }
     }
@@ -139,9 +152,9 @@ impl Scheduler {
         }
     }
 
-    /// The next batch to send, if nothing is in flight and something is due.
+    /// The next batch to send, if a slot is free and something is due.
     pub fn next_batch(&mut self) -> Option<(u64, Vec<String>)> {
-        if self.in_flight.is_some() {
+        if self.in_flight.len() >= self.slots {
             return None;
         }
         let mut ids: Vec<String> = self.urgent.drain(..).collect();
@@ -158,17 +171,17 @@ impl Scheduler {
         }
         let batch = self.next_batch;
         self.next_batch += 1;
-        self.in_flight = Some((batch, ids.clone()));
+        self.in_flight.push((batch, ids.clone()));
         Some((batch, ids))
     }
 
     /// A batch came back. Returns false for a batch this scheduler did not send (a result of a
     /// run that was restarted meanwhile), which the caller may still apply.
     pub fn on_result(&mut self, batch: u64, now_ms: f64) -> bool {
-        let Some((sent, ids)) = self.in_flight.take_if(|(b, _)| *b == batch) else {
+        let Some(at) = self.in_flight.iter().position(|(b, _)| *b == batch) else {
             return false;
         };
-        debug_assert_eq!(sent, batch);
+        let (_, ids) = self.in_flight.remove(at);
         if matches!(self.state, RunState::Running | RunState::Cancelled) {
             // Urgent pairs outside the run's list still count once the run includes them.
             let counted = ids.len().min(self.total - self.done);
@@ -177,7 +190,7 @@ impl Scheduler {
             self.done += counted;
             self.done_timed += counted;
         }
-        if self.state == RunState::Running && self.pending.is_empty() {
+        if self.state == RunState::Running && self.pending.is_empty() && self.in_flight.is_empty() {
             self.finish(now_ms);
         }
         true
@@ -192,11 +205,16 @@ impl Scheduler {
 
     /// Forgets what was sent (the worker was replaced): nothing is in flight any more.
     pub fn reset(&mut self) {
-        *self = Self::new(self.batch_size);
+        *self = Self::new(self.batch_size).with_slots(self.slots);
     }
 
     pub fn busy(&self) -> bool {
-        self.in_flight.is_some()
+        !self.in_flight.is_empty()
+    }
+
+    /// Nothing in flight and no run going on.
+    pub fn is_idle(&self) -> bool {
+        !self.busy() && self.state != RunState::Running
     }
 
     pub fn progress(&self, now_ms: f64) -> Progress {
@@ -289,6 +307,44 @@ mod tests {
         assert_eq!(batch, ["p3"]);
         s.on_result(b, 20.0);
         assert_eq!(s.progress(20.0).state, RunState::Finished);
+    }
+
+    #[test]
+    fn several_workers_each_take_a_batch_and_the_run_ends_with_the_last() {
+        let mut s = Scheduler::new(2).with_slots(3);
+        s.start(ids(9), 0.0);
+        let a = s.next_batch().unwrap();
+        let b = s.next_batch().unwrap();
+        let c = s.next_batch().unwrap();
+        assert_eq!(
+            (a.1.clone(), b.1.clone(), c.1.clone()),
+            (
+                vec!["p0".into(), "p1".into()],
+                vec!["p2".into(), "p3".into()],
+                vec!["p4".into(), "p5".into()]
+            )
+        );
+        assert_eq!(s.next_batch(), None, "every slot is taken");
+        assert!(s.on_result(b.0, 100.0), "answers come in any order");
+        let d = s.next_batch().unwrap();
+        assert_eq!(d.1, ["p6", "p7"]);
+        s.on_result(a.0, 150.0);
+        let e = s.next_batch().unwrap();
+        assert_eq!(e.1, ["p8"]);
+        s.on_result(c.0, 200.0);
+        s.on_result(e.0, 220.0);
+        assert_eq!(
+            s.progress(300.0).state,
+            RunState::Running,
+            "a batch is still out"
+        );
+        assert!(!s.is_idle());
+        s.on_result(d.0, 250.0);
+        let p = s.progress(300.0);
+        assert_eq!((p.done, p.state), (9, RunState::Finished));
+        assert!(s.is_idle());
+        s.reset();
+        assert_eq!(s.slots(), 3, "a reset keeps the workers");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! The loaded dataset and everything a person and the scorer did to it. Every change goes
 //! through `dama-data`'s curation methods (which recompute δ with `dama-core`), so the pairs are
 //! always self-consistent and an export is exactly what `dama-native train` expects.
+//!
+//! The session also remembers which pairs changed since they were last saved
+//! ([`Session::take_dirty`]), so that the browser saves only what changed, and a revision number
+//! that views and an export use to notice a change. A person's edits live in [`crate::curation`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use dama_core::Estimator;
-use dama_data::{
-    Annotation, DataError, DatasetStats, PreferencePair, Scores, Splitter, Status, SubSentences,
-};
+use dama_core::{DeltaEdge, Estimator};
+use dama_data::{DataError, DatasetStats, PreferencePair, Scores, Splitter, SubSentences};
 
 /// Which answer of a pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,53 +27,67 @@ impl Side {
     }
 }
 
-/// FNV-1a, 64 bits: a stable content key (same input, same key on every platform and build),
-/// for naming a dataset's saved curation and for telling whether scores belong to the current
-/// sub-sentences. Not a defence against anyone; a collision only misattributes a cache entry.
-#[derive(Debug, Clone, Copy)]
-pub struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    /// Adds a string and a separator byte (0xff never occurs in UTF-8), so that ("ab", "c") and
-    /// ("a", "bc") differ.
-    pub fn str(mut self, s: &str) -> Self {
-        for b in s.bytes().chain([0xff]) {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-        self
-    }
-
-    pub fn finish(self) -> u64 {
-        self.0
-    }
-}
+// FNV-1a (the project's one content hash): stable keys for naming a dataset's saved curation
+// and for telling whether scores belong to the current sub-sentences.
+use dama_core::hash::Fnv1a as Fnv;
 
 /// The key of a pair's sub-sentences: scores computed for them carry it, and are applied only
 /// while the pair still has exactly these sub-sentences.
 pub fn subs_key(subs: &SubSentences) -> u64 {
-    let mut h = Fnv::default().str("chosen");
+    let mut h = Fnv::new().field("chosen");
     for s in &subs.chosen {
-        h = h.str(s);
+        h = h.field(s);
     }
-    h = h.str("rejected");
+    h = h.field("rejected");
     for s in &subs.rejected {
-        h = h.str(s);
+        h = h.field(s);
     }
     h.finish()
+}
+
+/// The key of a pair's two answers, to tell an edited answer from the loaded one.
+pub fn answers_key(p: &PreferencePair) -> u64 {
+    Fnv::new().field(&p.chosen).field(&p.rejected).finish()
 }
 
 /// What a pair looked like when it was loaded, so that only a person's changes are saved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
-    pub annotation: Annotation,
+    pub annotation: dama_data::Annotation,
     pub subs_key: u64,
+    pub answers_key: u64,
+}
+
+/// The scores a pair had before a person edited its sub-sentences or an answer: kept until the
+/// pair is scored again, so that a dataset scored elsewhere can still be exported (its old δ
+/// flagged) and an edit typed back restores them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeforeEdit {
+    /// The sub-sentences the scores below belong to.
+    pub subs: Option<SubSentences>,
+    pub scores: Option<Scores>,
+    pub delta: Option<f64>,
+    pub delta_edge: Option<DeltaEdge>,
+    /// The scores were computed in this browser (and so are saved by it).
+    pub scored_here: bool,
+}
+
+impl BeforeEdit {
+    pub fn subs_key(&self) -> Option<u64> {
+        self.subs.as_ref().map(subs_key)
+    }
+}
+
+/// How a pair stands with its scores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScoreState {
+    Scored,
+    /// Edited after it was scored: the new sub-sentences wait for scores; `old` is the δ from
+    /// before the edit, if there was one.
+    Pending {
+        old: Option<f64>,
+    },
+    Unscored,
 }
 
 /// A loaded dataset.
@@ -85,6 +101,9 @@ pub struct Session {
     pub loaded: Vec<Loaded>,
     /// Pairs scored in this browser (rather than read with scores): saved across reloads.
     pub scored_here: Vec<bool>,
+    /// Pairs a person has looked at and decided on (kept in the browser, not in the export).
+    pub reviewed: Vec<bool>,
+    pub(crate) before_edit: HashMap<usize, BeforeEdit>,
     pub estimator: Estimator,
     /// What produced the sub-sentences: the dataset's splitter, `rules-v1`, or both.
     pub splitter: String,
@@ -93,7 +112,27 @@ pub struct Session {
     pub clip_model: Option<String>,
     /// What the reader said ("read 48 records, skipped …").
     pub summary: String,
+    /// What the reader found doubtful about the file (a header announcing more pairs than it
+    /// holds), shown as a warning rather than an info line.
+    pub warnings: Vec<String>,
     index: HashMap<String, usize>,
+    pub(crate) dirty: Dirty,
+    revision: u64,
+}
+
+/// Pairs changed since they were last handed to storage.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Dirty {
+    /// A person's curation (annotation, answers, sub-sentences, reviewed flag).
+    pub curation: BTreeSet<usize>,
+    /// Scores computed here (set, moved by a swap, or cleared).
+    pub scores: BTreeSet<usize>,
+}
+
+impl Dirty {
+    pub fn is_empty(&self) -> bool {
+        self.curation.is_empty() && self.scores.is_empty()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -101,7 +140,7 @@ pub enum SessionError {
     #[error("no pair with id `{0}`")]
     NoSuchPair(String),
     #[error(
-        "the scores come from `{have}`; scoring with `{new}` would mix two models. Clear the scores first"
+        "the scores come from `{have}`; scoring with `{new}` would mix two models. Load `{have}`, or clear the scores first"
     )]
     ModelMix { have: String, new: String },
     #[error("{0}")]
@@ -124,13 +163,13 @@ impl Session {
         splitter: &dyn Splitter,
         summary: impl Into<String>,
     ) -> Result<Self, SessionError> {
-        let mut h = Fnv::default();
+        let mut h = Fnv::new();
         for p in &pairs {
             h = h
-                .str(&p.id)
-                .str(&p.question)
-                .str(&p.chosen)
-                .str(&p.rejected);
+                .field(&p.id)
+                .field(&p.question)
+                .field(&p.chosen)
+                .field(&p.rejected);
         }
         let fingerprint = format!("{:016x}", h.finish());
         let mut split_here = 0;
@@ -160,6 +199,7 @@ impl Session {
             .map(|p| Loaded {
                 annotation: p.annotation.clone(),
                 subs_key: subs_key(p.sub_sentences.as_ref().expect("filled above")),
+                answers_key: answers_key(p),
             })
             .collect();
         let index = pairs
@@ -167,11 +207,16 @@ impl Session {
             .enumerate()
             .map(|(i, p)| (p.id.clone(), i))
             .collect();
-        let scored_any = pairs.iter().any(|p| p.scores.is_some());
+        let scored_any = pairs
+            .iter()
+            .any(|p| p.scores.is_some() || p.delta.is_some());
+        let n = pairs.len();
         Ok(Self {
             name: name.into(),
             fingerprint,
-            scored_here: vec![false; pairs.len()],
+            scored_here: vec![false; n],
+            reviewed: vec![false; n],
+            before_edit: HashMap::new(),
             loaded,
             estimator: header.and_then(|h| h.estimator).unwrap_or_default(),
             splitter: splitter_name,
@@ -179,8 +224,11 @@ impl Session {
                 .and_then(|h| h.clip_model.clone())
                 .filter(|_| scored_any),
             summary: summary.into(),
+            warnings: Vec::new(),
             pairs,
             index,
+            dirty: Dirty::default(),
+            revision: 0,
         })
     }
 
@@ -196,13 +244,58 @@ impl Session {
         self.index.get(id).copied()
     }
 
+    /// Bumped by every change: an export started at one revision refuses to continue at another.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Records that pair `i`'s curation (and, with `scores`, its saved scores) changed.
+    pub(crate) fn touch(&mut self, i: usize, curation: bool, scores: bool) {
+        self.revision += 1;
+        if curation {
+            self.dirty.curation.insert(i);
+        }
+        if scores {
+            self.dirty.scores.insert(i);
+        }
+    }
+
+    /// The pairs changed since the last call, for storage; a failed save hands them back with
+    /// [`Session::mark_dirty`].
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn mark_dirty(&mut self, dirty: Dirty) {
+        self.dirty.curation.extend(dirty.curation);
+        self.dirty.scores.extend(dirty.scores);
+    }
+
+    pub fn has_unsaved(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// δ̄, bands and counts over the kept pairs scored so far (`dama_data::dataset_stats`, i.e.
-    /// dama-core); `None` before any is scored. While a run is under way these are the numbers
-    /// of the scored part; the export requires every kept pair to be scored.
+    /// dama-core); `None` before any is scored. While a run is under way, or while edited pairs
+    /// wait for new scores, these are the numbers of the scored part.
     pub fn stats(&self) -> Option<DatasetStats> {
         dama_data::dataset_stats(self.pairs.iter().filter(|p| p.delta.is_some()))
             .ok()
             .filter(|s| s.delta_mean.is_some())
+    }
+
+    pub fn score_state(&self, i: usize) -> ScoreState {
+        if self.pairs[i].delta.is_some() {
+            return ScoreState::Scored;
+        }
+        match self.before_edit.get(&i) {
+            Some(b) if b.delta.is_some() => ScoreState::Pending { old: b.delta },
+            _ => ScoreState::Unscored,
+        }
+    }
+
+    pub fn before_edit(&self, i: usize) -> Option<&BeforeEdit> {
+        self.before_edit.get(&i)
     }
 
     /// Pairs that have sub-sentences but no scores yet, in dataset order.
@@ -214,8 +307,19 @@ impl Session {
             .collect()
     }
 
+    /// Kept pairs edited after they were scored, still waiting for new scores.
+    pub fn pending(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = (0..self.len())
+            .filter(|&i| {
+                self.pairs[i].is_kept() && matches!(self.score_state(i), ScoreState::Pending { .. })
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     pub fn scored_count(&self) -> usize {
-        self.pairs.iter().filter(|p| p.scores.is_some()).count()
+        self.pairs.iter().filter(|p| p.delta.is_some()).count()
     }
 
     /// Applies scores that `model` computed for sub-sentences with key `key`; scores for
@@ -237,14 +341,18 @@ impl Session {
         }
         pair.set_scores(scores, self.estimator)?;
         self.scored_here[i] = true;
+        self.before_edit.remove(&i);
         self.clip_model = Some(model.to_owned());
+        self.touch(i, false, true);
         Ok(true)
     }
 
-    /// Refuses scores from a model other than the one behind the scores already held.
+    /// Refuses scores from a model other than the one behind the scores already held (the
+    /// old scores of edited pairs count: they are exported when the person asks).
     pub fn check_model(&self, model: &str) -> Result<(), SessionError> {
+        let holds = self.scored_count() > 0 || self.before_edit.values().any(|b| b.delta.is_some());
         match &self.clip_model {
-            Some(have) if have != model && self.scored_count() > 0 => Err(SessionError::ModelMix {
+            Some(have) if have != model && holds => Err(SessionError::ModelMix {
                 have: have.clone(),
                 new: model.to_owned(),
             }),
@@ -254,69 +362,27 @@ impl Session {
 
     /// Forgets every score (to score the dataset again with another model).
     pub fn clear_scores(&mut self) {
-        for p in &mut self.pairs {
+        for i in 0..self.len() {
+            let p = &mut self.pairs[i];
+            let had = p.delta.is_some() || p.scores.is_some();
             p.scores = None;
             p.delta = None;
             p.delta_edge = None;
             p.alpha_d = None;
+            if had || self.scored_here[i] || self.before_edit.contains_key(&i) {
+                self.touch(i, false, true);
+            }
         }
+        self.before_edit.clear();
         self.scored_here.fill(false);
         self.clip_model = None;
-    }
-
-    pub fn set_status(&mut self, i: usize, status: Status) {
-        self.pairs[i].annotation.status = status;
-    }
-
-    /// Exchanges chosen and rejected (texts, sub-sentences, scores; δ recomputed).
-    pub fn swap(&mut self, i: usize) -> Result<(), SessionError> {
-        Ok(self.pairs[i].swap(self.estimator)?)
-    }
-
-    /// Replaces sub-sentence `j` of `side` (an empty text removes it, an index one past the end
-    /// adds one). The pair loses its scores until the worker has scored the new sub-sentences;
-    /// returns the key to score them under.
-    pub fn edit_sub_sentence(&mut self, i: usize, side: Side, j: usize, text: &str) -> u64 {
-        let pair = &mut self.pairs[i];
-        let mut subs = pair.sub_sentences.clone().unwrap_or_default();
-        let list = match side {
-            Side::Chosen => &mut subs.chosen,
-            Side::Rejected => &mut subs.rejected,
-        };
-        let text = text.trim();
-        match (j < list.len(), text.is_empty()) {
-            (true, true) => {
-                list.remove(j);
-            }
-            (true, false) => list[j] = text.to_owned(),
-            (false, false) => list.push(text.to_owned()),
-            (false, true) => {}
-        }
-        let key = subs_key(&subs);
-        pair.edit_sub_sentences(subs);
-        key
-    }
-
-    /// Sets the tags from a comma-separated list (trimmed, empty ones and repeats left out).
-    pub fn set_tags(&mut self, i: usize, tags: &str) {
-        let mut out: Vec<String> = Vec::new();
-        for t in tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            if !out.iter().any(|o| o == t) {
-                out.push(t.to_owned());
-            }
-        }
-        self.pairs[i].annotation.tags = out;
-    }
-
-    pub fn set_note(&mut self, i: usize, note: &str) {
-        self.pairs[i].annotation.note = note.to_owned();
     }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use dama_data::{ImageRef, RuleSplitter};
+    use dama_data::{ImageRef, RuleSplitter, Status};
 
     /// Three small pairs; the first has the dataset's own sub-sentences.
     pub(crate) fn session() -> Session {
@@ -343,7 +409,7 @@ pub(crate) mod tests {
         .unwrap()
     }
 
-    fn scores(c: &[f64], r: &[f64]) -> Scores {
+    pub(crate) fn scores(c: &[f64], r: &[f64]) -> Scores {
         Scores {
             chosen: c.to_vec(),
             rejected: r.to_vec(),
@@ -380,6 +446,12 @@ pub(crate) mod tests {
         let new_key = s.edit_sub_sentence(0, Side::Rejected, 0, "A green triangle.");
         assert_ne!(new_key, key);
         assert_eq!(s.pairs[0].delta, None);
+        assert_eq!(
+            s.score_state(0),
+            ScoreState::Pending {
+                old: Some(expected)
+            }
+        );
         assert!(
             !s.apply_scores("m", "a", key, scores(&[25.0, 24.0], &[20.0]))
                 .unwrap()
@@ -388,6 +460,7 @@ pub(crate) mod tests {
             s.apply_scores("m", "a", new_key, scores(&[25.0, 24.0], &[21.0]))
                 .unwrap()
         );
+        assert_eq!(s.score_state(0), ScoreState::Scored);
         assert!(s.pairs[0].annotation.edited);
         // A second model is refused while the first one's scores are held.
         let kb = subs_key(s.pairs[1].sub_sentences.as_ref().unwrap());
@@ -410,42 +483,19 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn edits_add_replace_and_remove() {
+    fn changes_are_handed_to_storage_once_and_back_after_a_failure() {
         let mut s = session();
-        s.edit_sub_sentence(2, Side::Chosen, 1, "Also this.");
-        s.edit_sub_sentence(2, Side::Chosen, 0, "  ");
-        assert_eq!(
-            s.pairs[2].sub_sentences.as_ref().unwrap().chosen,
-            ["Also this."]
-        );
-        s.edit_sub_sentence(2, Side::Rejected, 0, "Not that.");
-        assert_eq!(
-            s.pairs[2].sub_sentences.as_ref().unwrap().rejected,
-            ["Not that."]
-        );
-    }
-
-    #[test]
-    fn tags_notes_status_and_swap() {
-        let mut s = session();
-        s.set_tags(1, " blurry, , wrong-count,blurry ");
-        assert_eq!(s.pairs[1].annotation.tags, ["blurry", "wrong-count"]);
-        s.set_note(1, "check the count");
+        let r0 = s.revision();
         s.set_status(1, Status::Drop);
-        assert!(!s.pairs[1].is_kept());
-        let key = subs_key(s.pairs[0].sub_sentences.as_ref().unwrap());
-        s.apply_scores("m", "a", key, scores(&[25.0, 24.0], &[20.0]))
+        let key = subs_key(s.pairs[2].sub_sentences.as_ref().unwrap());
+        s.apply_scores("m", "c", key, scores(&[1.0], &[2.0]))
             .unwrap();
-        let before = s.pairs[0].delta.unwrap();
-        s.swap(0).unwrap();
-        assert_eq!(s.pairs[0].chosen, "A green circle.");
-        assert!(s.pairs[0].delta.unwrap() < 0.0 && before > 0.0);
-        let stats = s.stats().unwrap();
-        assert_eq!(
-            (stats.kept, stats.scored),
-            (1, 1),
-            "over the scored pairs only"
-        );
-        assert_eq!(stats.delta_mean, s.pairs[0].delta);
+        assert!(s.revision() > r0);
+        let d = s.take_dirty();
+        assert_eq!(d.curation.iter().copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(d.scores.iter().copied().collect::<Vec<_>>(), [2]);
+        assert!(!s.has_unsaved(), "taken");
+        s.mark_dirty(d.clone());
+        assert_eq!(s.take_dirty(), d, "a failed save gives them back");
     }
 }

@@ -1,6 +1,6 @@
 //! Tests that run in headless Chromium (wasm-bindgen-test): the worker's scorer compiled to
-//! wasm32 gives the scores recorded natively, and the components render what the plain modules
-//! compute. Run by `scripts/test-web.sh`:
+//! wasm32 gives the scores recorded natively, the components render what the plain modules
+//! compute, and the IndexedDB store keeps and forgets records per dataset. Run by `scripts/test-web.sh`:
 //! `cargo test -p dama-web --lib --target wasm32-unknown-unknown` with wasm-bindgen-test-runner.
 
 use leptos::prelude::*;
@@ -91,4 +91,81 @@ async fn the_dataset_panel_shows_the_loaded_session() {
         folder.has_attribute("webkitdirectory"),
         "folder picking is on"
     );
+}
+
+#[wasm_bindgen_test]
+async fn the_store_keeps_records_per_dataset_and_forgets_them_by_prefix() {
+    use crate::browser::store::{Kind, Store};
+    use crate::persist::{DatasetSource, SavedCuration, SavedScores, SavedSession};
+
+    let store = Store::open().await.unwrap();
+    let cur = |id: &str, note: &str| {
+        let c = SavedCuration {
+            id: id.into(),
+            annotation: Some(dama_data::Annotation {
+                note: note.into(),
+                ..Default::default()
+            }),
+            ..SavedCuration::default()
+        };
+        (id.to_owned(), Some(serde_json::to_string(&c).unwrap()))
+    };
+    store
+        .write(
+            "fp-a",
+            Kind::Curation,
+            &vec![cur("p1", "one"), cur("p2", "two")],
+        )
+        .await
+        .unwrap();
+    store
+        .write("fp-b", Kind::Curation, &vec![cur("p1", "other dataset")])
+        .await
+        .unwrap();
+    let scores = SavedScores {
+        id: "p1".into(),
+        key: "00000000000000ff".into(),
+        chosen: vec![25.5],
+        rejected: vec![20.25],
+    };
+    let sc = vec![(
+        "p1".to_owned(),
+        Some(serde_json::to_string(&scores).unwrap()),
+    )];
+    store.write("fp-a", Kind::Scores, &sc).await.unwrap();
+
+    let (c, s) = store.records("fp-a").await.unwrap();
+    let notes: Vec<String> = c
+        .iter()
+        .map(|c| c.annotation.clone().unwrap().note)
+        .collect();
+    assert_eq!(notes, ["one", "two"]);
+    assert_eq!(s, [scores]);
+    // A deletion and a rewrite touch only their records.
+    store
+        .write(
+            "fp-a",
+            Kind::Curation,
+            &vec![("p1".to_owned(), None), cur("p2", "TWO")],
+        )
+        .await
+        .unwrap();
+    let (c, _) = store.records("fp-a").await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].annotation.as_ref().unwrap().note, "TWO");
+    store.drop_scores("fp-a").await.unwrap();
+    assert!(store.records("fp-a").await.unwrap().1.is_empty());
+    let (other, _) = store.records("fp-b").await.unwrap();
+    assert_eq!(other.len(), 1, "another dataset's records stay");
+    // The session record, and which one reopens after a reload.
+    let saved = SavedSession {
+        version: crate::persist::VERSION,
+        fingerprint: "fp-b".into(),
+        name: "b.jsonl".into(),
+        pairs: 1,
+        clip_model: None,
+        source: DatasetSource::Demo,
+    };
+    store.save_session(&saved).await.unwrap();
+    assert_eq!(store.last().await, Some(saved));
 }

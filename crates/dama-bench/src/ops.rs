@@ -1,11 +1,11 @@
 //! Forward + backward of every fused op next to the composition of differentiable candle ops it
-//! replaces (`dama_kernels::reference`), on one device and dtype, at one model shape. Shared by
+//! replaces (`dama_kernels::composed`), on one device and dtype, at one model shape. Shared by
 //! the CPU benchmark and the GPU bench binary.
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use dama_kernels::{AttnMask, reference};
+use dama_kernels::{AttnMask, composed};
 
 /// The shape of one decoder layer's work.
 #[derive(Debug, Clone, Copy)]
@@ -143,7 +143,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
     run(
         "rms_norm",
         &mut || dama_kernels::rms_norm(&x, &w, 1e-5),
-        &mut || reference::rms_norm(&x, &w, 1e-5),
+        &mut || composed::rms_norm(&x, &w, 1e-5),
     )?;
 
     let q = var(3, &[s.rows, s.tokens, s.heads, hd], 1.0, dtype, dev)?;
@@ -151,7 +151,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
     run(
         "rope",
         &mut || dama_kernels::rope(&q, &cos, &sin),
-        &mut || reference::rope(&q, &cos, &sin),
+        &mut || composed::rope(&q, &cos, &sin),
     )?;
 
     let k = var(4, &[s.rows, s.tokens, s.kv_heads, hd], 1.0, dtype, dev)?;
@@ -162,19 +162,19 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
         (s.rows, 1, s.tokens, s.tokens),
         &Device::Cpu,
     )?
-    .to_dtype(reference::compute_dtype(dtype))?
+    .to_dtype(composed::compute_dtype(dtype))?
     .to_device(dev)?;
     let scale = 1.0 / (hd as f64).sqrt();
     run(
         "attention (causal)",
         &mut || dama_kernels::attention(&q, &k, &v, &mask, scale),
-        &mut || reference::attention(&q, &k, &v, &dense, scale),
+        &mut || composed::attention(&q, &k, &v, &dense, scale),
     )?;
 
     let a = var(6, &[n, s.ffn], 2.0, dtype, dev)?;
     let b = var(7, &[n, s.ffn], 1.0, dtype, dev)?;
     run("swiglu", &mut || dama_kernels::swiglu(&a, &b), &mut || {
-        reference::swiglu(&a, &b)
+        composed::swiglu(&a, &b)
     })?;
 
     // the block's token embedding: n ids into a (vocab, hidden) table; composed is candle's
@@ -187,7 +187,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
     run(
         "embedding",
         &mut || dama_kernels::embedding(&tok, &table),
-        &mut || reference::embedding(&tok, &table),
+        &mut || composed::embedding(&tok, &table),
     )?;
 
     let h = var(8, &[s.scored, s.hidden], 1.0, dtype, dev)?;
@@ -199,7 +199,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
     run(
         "answer log-prob head",
         &mut || dama_kernels::token_logprobs(&h, &lm, &ids, dama_kernels::DEFAULT_VOCAB_CHUNK),
-        &mut || reference::token_logprobs(&h, &lm, &ids),
+        &mut || composed::token_logprobs(&h, &lm, &ids),
     )?;
 
     // One whole decoder layer (norms, projections, RoPE, attention, MLP), fused vs composed.
@@ -215,7 +215,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
             if fused {
                 dama_kernels::rms_norm(x, &w, 1e-5)
             } else {
-                reference::rms_norm(x, &w, 1e-5)
+                composed::rms_norm(x, &w, 1e-5)
             }
         };
         let xn = rms(&x)?;
@@ -236,10 +236,10 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
             dama_kernels::attention(&q, &k, &v, &mask, scale)?
         } else {
             let (q, k) = (
-                reference::rope(&q, &cos, &sin)?,
-                reference::rope(&k, &cos, &sin)?,
+                composed::rope(&q, &cos, &sin)?,
+                composed::rope(&k, &cos, &sin)?,
             );
-            reference::attention(&q, &k, &v, &dense, scale)?
+            composed::attention(&q, &k, &v, &dense, scale)?
         };
         let x1 = (&*x + a.reshape((n, d))?.matmul(&lw[3])?)?;
         let h = rms(&x1)?;
@@ -247,7 +247,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
         let m = if fused {
             dama_kernels::swiglu(&g, &u)?
         } else {
-            reference::swiglu(&g, &u)?
+            composed::swiglu(&g, &u)?
         };
         x1 + m.matmul(&lw[6])?
     };
@@ -273,7 +273,7 @@ pub fn bench_ops(s: Shape, dtype: DType, dev: &Device, iters: usize) -> Result<V
             let r = run(
                 op,
                 &mut || dama_kernels::attention(&q, &k, &v, &mask, scale),
-                &mut || reference::attention(&q, &k, &v, &dense, scale),
+                &mut || composed::attention(&q, &k, &v, &dense, scale),
             );
             dama_kernels::set_cuda_attention(None);
             r?;

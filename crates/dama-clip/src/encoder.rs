@@ -44,12 +44,18 @@ pub(crate) struct EncoderShape {
 }
 
 /// LayerNorm: candle's fused kernel, or its composed ops for f64, which the kernel lacks (f64
-/// is for checking the fast paths against plain ops).
+/// is for checking the fast paths against plain ops); on CUDA with the `kernels` feature,
+/// dama-kernels' forward-only kernel.
 #[derive(Clone)]
 pub(crate) struct Norm(LayerNorm);
 
 impl Norm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "kernels")]
+        if x.device().is_cuda() {
+            let bias = self.0.bias().expect("CLIP LayerNorms have biases");
+            return dama_kernels::layer_norm(x, self.0.weight(), bias, self.0.eps());
+        }
         if x.dtype() == candle_core::DType::F64 {
             let bias = self.0.bias().expect("CLIP LayerNorms have biases");
             candle_nn::ops::layer_norm_slow(x, self.0.weight(), bias, self.0.eps() as f32)

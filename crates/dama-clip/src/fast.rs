@@ -169,8 +169,12 @@ fn cpu_f32_contiguous(x: &Tensor) -> bool {
 }
 
 /// quick_gelu of a tensor the caller owns alone (fresh from a linear layer): in place on the
-/// CPU in f32, candle's ops elsewhere.
+/// CPU in f32, dama-kernels' kernel on CUDA (feature `kernels`), candle's ops elsewhere.
 pub(crate) fn quick_gelu_owned(x: Tensor) -> Result<Tensor> {
+    #[cfg(feature = "kernels")]
+    if x.device().is_cuda() {
+        return dama_kernels::quick_gelu(&x);
+    }
     if cpu_f32_contiguous(&x) {
         x.inplace_op1(&QuickGeluInPlace)?;
         Ok(x)

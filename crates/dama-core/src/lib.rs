@@ -22,6 +22,7 @@ pub mod combine;
 pub mod data_aware;
 pub mod error;
 pub mod explain;
+pub mod hash;
 pub mod loss;
 pub mod model_aware;
 pub mod names;

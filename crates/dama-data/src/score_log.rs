@@ -131,13 +131,11 @@ fn describe_splitters(entries: &[ScoredPair], configured: Option<&str>) -> Optio
 
 /// FNV-1a (64-bit) of question, chosen and rejected, as hex: a change detector, not security.
 fn text_hash(pair: &PreferencePair) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [&pair.question, &pair.chosen, &pair.rejected] {
-        for b in part.bytes().chain([0xff]) {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    let h = dama_core::hash::Fnv1a::new()
+        .field(&pair.question)
+        .field(&pair.chosen)
+        .field(&pair.rejected);
+    format!("{:016x}", h.finish())
 }
 
 /// The log, open for appending.

@@ -191,7 +191,7 @@ pub struct GeneratedAnswer {
 /// Answers the questions with a model: the seam where `dama-native generate` plugs in (it
 /// writes its JSONL, which [`Answers::read`] reads back, so resuming works as for
 /// `generate`). Benchmarks list their questions with the settings their authors used; see
-/// the crate README for how the CLI wires it.
+/// `dama-native`'s `commands::eval::generator` for how the CLI wires it.
 pub trait Generator {
     fn generate(
         &mut self,

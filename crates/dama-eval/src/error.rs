@@ -9,11 +9,12 @@ pub enum EvalError {
     /// Something wrong with an input file, a line of it or a record in it.
     #[error("{at}: {why}")]
     Input { at: Location, why: String },
-    #[error("{path}: {source}", path = path.display())]
+    /// The cause is part of the message, not a separate `source`, so that it is printed once
+    /// (as dama-data's errors do).
+    #[error("{path}: {error}", path = path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The judge or extractor endpoint (retries exhausted, a malformed reply, the cache).
     #[error("{0}")]
@@ -64,10 +65,10 @@ impl EvalError {
         }
     }
 
-    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<Path>, error: std::io::Error) -> Self {
         Self::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            error,
         }
     }
 
@@ -75,5 +76,33 @@ impl EvalError {
     pub fn json(path: impl AsRef<Path>, line: Option<usize>, e: serde_json::Error) -> Self {
         let line = line.or((e.line() > 0).then_some(e.line()));
         Self::at(path, line, None, format!("invalid JSON: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message and its chain of causes, as `anyhow`'s `{:#}` prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            out.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        out
+    }
+
+    #[test]
+    fn an_io_error_names_the_file_and_its_cause_once() {
+        let why = "permission denied (os error 13)";
+        let e = EvalError::io(
+            "/data/x.json",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, why),
+        );
+        let text = chain(&e);
+        assert_eq!(text.matches(why).count(), 1, "{text}");
+        assert!(text.starts_with("/data/x.json: "), "{text}");
     }
 }

@@ -59,8 +59,13 @@ impl Endpoint {
 
     /// The reply to one message of `role` at `temperature`, from the cache or the endpoint.
     pub fn ask(&self, role: &str, prompt: &str, temperature: f64) -> Result<String, EvalError> {
-        // The cache key holds everything that shapes the reply besides URL and model.
-        let key = format!("{role}\ntemperature={temperature}\n{prompt}");
+        self.chat(&[(role, prompt)], temperature)
+    }
+
+    /// The reply to `messages` (`(role, content)`, e.g. a system message then the user's) at
+    /// `temperature`, from the cache or the endpoint.
+    pub fn chat(&self, messages: &[(&str, &str)], temperature: f64) -> Result<String, EvalError> {
+        let key = cache_key(messages, temperature);
         let (url, model) = (&self.config.base_url, &self.config.model);
         if let Some(answer) = self.cache.as_ref().and_then(|c| c.get(url, model, &key)) {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -70,7 +75,7 @@ impl Endpoint {
         let mut retried = 0;
         let result = self
             .client
-            .chat(&self.config, &[(role, prompt)], temperature, &mut retried);
+            .chat(&self.config, messages, temperature, &mut retried);
         self.retries.fetch_add(retried as usize, Ordering::Relaxed);
         let answer = result.map_err(|e| EvalError::Llm(e.to_string()))?;
         if let Some(cache) = &self.cache {
@@ -79,5 +84,34 @@ impl Endpoint {
                 .map_err(|e| EvalError::Llm(e.to_string()))?;
         }
         Ok(answer)
+    }
+}
+
+/// Everything that shapes the reply besides URL and model: the first message's role, the
+/// temperature, its content, then each further message after a record separator. A single
+/// message keys as it always has (`role`, `temperature=…`, prompt), so existing caches still
+/// answer.
+fn cache_key(messages: &[(&str, &str)], temperature: f64) -> String {
+    let mut key = String::new();
+    for (i, (role, content)) in messages.iter().enumerate() {
+        if i == 0 {
+            key.push_str(&format!("{role}\ntemperature={temperature}\n{content}"));
+        } else {
+            key.push_str(&format!("\n\u{1e}{role}\n{content}"));
+        }
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_tell_messages_apart_and_keep_the_single_message_form() {
+        assert_eq!(cache_key(&[("user", "Q")], 0.0), "user\ntemperature=0\nQ");
+        let two = cache_key(&[("system", "S"), ("user", "Q")], 0.2);
+        assert_ne!(two, cache_key(&[("system", "S\nuser\nQ")], 0.2));
+        assert_ne!(two, cache_key(&[("system", "S"), ("user", "Q")], 0.0));
     }
 }

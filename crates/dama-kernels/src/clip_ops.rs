@@ -146,7 +146,7 @@ impl CustomOp1 for QuickGelu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use crate::composed;
     use crate::testing::{Rng, rel_err};
     use candle_core::{DType, Device, Var};
 
@@ -164,7 +164,7 @@ mod tests {
             let w = rng.randn(&[d], 1.0, dtype).unwrap();
             let b = rng.randn(&[d], 1.0, dtype).unwrap();
             let y = layer_norm(&x, &w, &b, 1e-5).unwrap();
-            let want = reference::layer_norm(&x, &w, &b, 1e-5).unwrap();
+            let want = composed::layer_norm(&x, &w, &b, 1e-5).unwrap();
             assert_eq!(y.dtype(), dtype);
             assert!(
                 rel_err(&y, &want) < tol,
@@ -180,7 +180,7 @@ mod tests {
         for (dtype, tol) in [(DType::F32, 1e-6), (DType::BF16, 8e-3), (DType::F16, 2e-3)] {
             let x = rng.randn(&[7, 1001], 4.0, dtype).unwrap();
             let y = quick_gelu(&x).unwrap();
-            let want = reference::quick_gelu(&x).unwrap();
+            let want = composed::quick_gelu(&x).unwrap();
             assert!(
                 rel_err(&y, &want) < tol,
                 "{dtype:?}: {:e}",

@@ -279,7 +279,7 @@ fn chunk_grad_cpu<T: Elem>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use crate::composed;
     use crate::testing::{Rng, finite_difference_error, grads, objective, rel_err};
     use candle_core::Var;
 
@@ -311,7 +311,7 @@ mod tests {
         ] {
             let (h, w, y, c) = case(n, d, vocab, DType::F32, vocab as u64);
             let lp = token_logprobs(&h, &w, &y, chunk).unwrap();
-            let want = reference::token_logprobs(&h, &w, &y).unwrap();
+            let want = composed::token_logprobs(&h, &w, &y).unwrap();
             assert_eq!(lp.dtype(), DType::F32);
             assert!(rel_err(&lp, &want) < 1e-6, "{:e}", rel_err(&lp, &want));
             let g = grads(&lp, &c, &[&h, &w]).unwrap();
@@ -333,7 +333,7 @@ mod tests {
     fn bf16_equals_the_bf16_composition() {
         let (h, w, y, c) = case(9, 32, 300, DType::BF16, 5);
         let lp = token_logprobs(&h, &w, &y, 128).unwrap();
-        let want = reference::token_logprobs(&h, &w, &y).unwrap();
+        let want = composed::token_logprobs(&h, &w, &y).unwrap();
         assert_eq!(lp.dtype(), DType::F32);
         assert!(rel_err(&lp, &want) < 1e-5, "{:e}", rel_err(&lp, &want));
         let g = grads(&lp, &c, &[&h, &w]).unwrap();

@@ -1,4 +1,5 @@
-//! Layers with a backward written by hand, and activation checkpointing built on them.
+//! Layers with a backward written by hand, and recomputation in the backward (activation
+//! checkpointing, as other frameworks call it) built on them.
 //!
 //! candle has no hook for either: a `CustomOp` returns gradients only for its (at most three)
 //! arguments, while a layer has many weights. So the parameters are attached through tiny side
@@ -61,7 +62,7 @@ pub fn with_backward(
     )
 }
 
-/// The checkpointed function: `(input, track)` → output. With `track = false` it must record no
+/// The recomputed function: `(input, track)` → output. With `track = false` it must record no
 /// graph (read its weights through `detach`); with `track = true` it must read the same
 /// weights as they are, so that gradients reach them.
 pub type Recompute = dyn Fn(&Tensor, bool) -> Result<Tensor> + Send + Sync;
@@ -70,7 +71,7 @@ pub type Recompute = dyn Fn(&Tensor, bool) -> Result<Tensor> + Send + Sync;
 /// from everything the layer's backward needs to its input and output, for a second forward.
 /// `params` are the tensors `f` reads that may need a gradient. Values and gradients equal
 /// `f(x, true)` with a graph; only the memory and the time differ.
-pub fn checkpoint(x: &Tensor, params: &[Tensor], f: Arc<Recompute>) -> Result<Tensor> {
+pub fn recompute(x: &Tensor, params: &[Tensor], f: Arc<Recompute>) -> Result<Tensor> {
     let input = x.detach();
     let y = f(&input, false)?;
     let params_kept = params.to_vec();
@@ -245,8 +246,8 @@ mod tests {
             w2.as_tensor().clone(),
             calls.clone(),
         );
-        // two checkpointed layers in a row, with a frozen matmul between them
-        let h = checkpoint(
+        // two recomputed layers in a row, with a frozen matmul between them
+        let h = recompute(
             &x,
             &[
                 w1.as_tensor().clone(),
@@ -257,7 +258,7 @@ mod tests {
         )
         .unwrap();
         let h = h.matmul(&frozen).unwrap();
-        let y = checkpoint(
+        let y = recompute(
             &h,
             &[w1.as_tensor().clone(), w2.as_tensor().clone()],
             f.clone(),
@@ -312,7 +313,7 @@ mod tests {
             rng.randn(&[8, 4], 1.0, DType::F32).unwrap(),
             rng.randn(&[4, 8], 1.0, DType::F32).unwrap(),
         );
-        let y = checkpoint(
+        let y = recompute(
             &x,
             &[w1.clone(), w2.clone()],
             block(w1, w2, Arc::new(AtomicUsize::new(0))),

@@ -249,7 +249,7 @@ fn backward_cpu<T: Elem>(x: &[T], w: &[T], dy: &[T], eps: f64, need: (bool, bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use crate::composed;
     use crate::testing::{Rng, finite_difference_error, grads, objective, rel_err};
     use candle_core::{DType, Var};
 
@@ -277,7 +277,7 @@ mod tests {
         {
             let (x, w, c) = case(&rows, d, DType::F32, i as u64);
             let y = rms_norm(&x, &w, 1e-5).unwrap();
-            let want = reference::rms_norm(&x, &w, 1e-5).unwrap();
+            let want = composed::rms_norm(&x, &w, 1e-5).unwrap();
             assert!(
                 rel_err(&y, &want) < 1e-6,
                 "{rows:?}×{d}: {:e}",
@@ -300,11 +300,11 @@ mod tests {
     fn bf16_rounds_like_the_composition_and_gradients_stay_within_bf16_resolution() {
         let (x, w, c) = case(&[37], 96, DType::BF16, 7);
         let y = rms_norm(&x, &w, 1e-6).unwrap();
-        let want16 = reference::rms_norm(&x, &w, 1e-6).unwrap();
+        let want16 = composed::rms_norm(&x, &w, 1e-6).unwrap();
         assert!(rel_err(&y, &want16) < 8e-3, "{:e}", rel_err(&y, &want16));
         let x32 = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
         let w32 = Var::from_tensor(&w.to_dtype(DType::F32).unwrap()).unwrap();
-        let want32 = reference::rms_norm(&x32, &w32, 1e-6).unwrap();
+        let want32 = composed::rms_norm(&x32, &w32, 1e-6).unwrap();
         let g = grads(&y, &c, &[&x, &w]).unwrap();
         let g32 = grads(&want32, &c, &[&x32, &w32]).unwrap();
         assert_eq!(g[0].dtype(), DType::BF16);

@@ -224,7 +224,7 @@ fn rotate_cpu<T: Elem>(src: &[T], view: View4, cos: &[T], sin: &[T], dir: Direct
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use crate::composed;
     use crate::testing::{Rng, finite_difference_error, grads, objective, rel_err};
     use candle_core::{DType, Var};
 
@@ -261,7 +261,7 @@ mod tests {
             let xv = x.as_tensor().transpose(1, 2).unwrap();
             assert!(!xv.is_contiguous() || h == 1 || t == 1);
             let y = rope(&xv, &c, &s).unwrap();
-            let want = reference::rope(&xv, &c, &s).unwrap();
+            let want = composed::rope(&xv, &c, &s).unwrap();
             assert!(rel_err(&y, &want) < 1e-6, "{:e}", rel_err(&y, &want));
             let cot = rng.randn(&[b, t, h, d], 1.0, DType::F64).unwrap();
             let g = grads(&y, &cot, &[&x]).unwrap();
@@ -284,9 +284,9 @@ mod tests {
         let y = rope(&x, &c, &s).unwrap();
         let cb = c.unsqueeze(0).unwrap().broadcast_as((2, 6, 8)).unwrap();
         let sb = s.unsqueeze(0).unwrap().broadcast_as((2, 6, 8)).unwrap();
-        let want = reference::rope(&x, &cb, &sb).unwrap();
+        let want = composed::rope(&x, &cb, &sb).unwrap();
         assert!(rel_err(&y, &want) < 1e-6);
-        assert_eq!(rel_err(&reference::rope(&x, &c, &s).unwrap(), &want), 0.0);
+        assert_eq!(rel_err(&composed::rope(&x, &c, &s).unwrap(), &want), 0.0);
         let cot = rng.randn(&[2, 6, 2, 8], 1.0, DType::F64).unwrap();
         let (g, gw) = (
             grads(&y, &cot, &[&x]).unwrap(),
@@ -304,7 +304,7 @@ mod tests {
         let (c, s) = tables(2, 9, 16, DType::BF16);
         let x = rng.var(&[2, 9, 3, 16], 2.0, DType::BF16).unwrap();
         let y = rope(&x, &c, &s).unwrap();
-        let want = reference::rope(&x, &c, &s).unwrap();
+        let want = composed::rope(&x, &c, &s).unwrap();
         assert_eq!(rel_err(&y, &want), 0.0);
         let cot = rng.randn(&[2, 9, 3, 16], 1.0, DType::F64).unwrap();
         let x32 = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
@@ -313,7 +313,7 @@ mod tests {
             s.to_dtype(DType::F32).unwrap(),
         );
         let g = grads(&y, &cot, &[&x]).unwrap();
-        let g32 = grads(&reference::rope(&x32, &c32, &s32).unwrap(), &cot, &[&x32]).unwrap();
+        let g32 = grads(&composed::rope(&x32, &c32, &s32).unwrap(), &cot, &[&x32]).unwrap();
         assert!(
             rel_err(&g[0], &g32[0]) < 8e-3,
             "{:e}",

@@ -177,7 +177,7 @@ fn backward_cpu<T: Elem>(a: &Tensor, b: &Tensor, dy: &Tensor, need: (bool, bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reference;
+    use crate::composed;
     use crate::testing::{Rng, finite_difference_error, grads, objective, rel_err};
     use candle_core::{DType, Var};
 
@@ -189,7 +189,7 @@ mod tests {
             let b = rng.var(&shape, 1.0, DType::F32).unwrap();
             let c = rng.randn(&shape, 1.0, DType::F64).unwrap();
             let y = swiglu(&a, &b).unwrap();
-            let want = reference::swiglu(&a, &b).unwrap();
+            let want = composed::swiglu(&a, &b).unwrap();
             assert!(rel_err(&y, &want) < 1e-6, "{:e}", rel_err(&y, &want));
             let g = grads(&y, &c, &[&a, &b]).unwrap();
             let gw = grads(&want, &c, &[&a, &b]).unwrap();
@@ -219,11 +219,11 @@ mod tests {
         let b = rng.var(&[5, 33], 1.0, DType::BF16).unwrap();
         let c = rng.randn(&[5, 33], 1.0, DType::F64).unwrap();
         let y = swiglu(&a, &b).unwrap();
-        assert!(rel_err(&y, &reference::swiglu(&a, &b).unwrap()) < 8e-3);
+        assert!(rel_err(&y, &composed::swiglu(&a, &b).unwrap()) < 8e-3);
         let a32 = Var::from_tensor(&a.to_dtype(DType::F32).unwrap()).unwrap();
         let b32 = Var::from_tensor(&b.to_dtype(DType::F32).unwrap()).unwrap();
         let g = grads(&y, &c, &[&a, &b]).unwrap();
-        let g32 = grads(&reference::swiglu(&a32, &b32).unwrap(), &c, &[&a32, &b32]).unwrap();
+        let g32 = grads(&composed::swiglu(&a32, &b32).unwrap(), &c, &[&a32, &b32]).unwrap();
         for (x, w) in g.iter().zip(&g32) {
             assert!(rel_err(x, w) < 8e-3, "{:e}", rel_err(x, w));
         }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use dama_llava::{
     Images, LayerBackward, LlavaConfig, LlavaModel, LlavaProcessor, LoadOptions, LoraConfig,
-    LoraTarget, PairBatch, PairEncoder, PairExample, Trainable, random::random_checkpoint,
+    PairBatch, PairEncoder, PairExample, Projection, Trainable, random::random_weights,
 };
 
 const ANSWER_WORDS: &str = "The image shows a small kitchen with a white table near the window . \
@@ -190,7 +190,7 @@ fn trainable(a: &Args) -> Trainable {
         "down_proj",
     ]
     .iter()
-    .map(|t| LoraTarget::parse(t).unwrap())
+    .map(|t| Projection::parse(t).unwrap())
     .collect();
     Trainable::Lora(LoraConfig::new(64, 16.0, targets))
 }
@@ -242,12 +242,12 @@ fn hundred_m(a: &Args) {
     });
     let cfg = LlavaConfig::from_json_str(&config.to_string(), Path::new("bench config")).unwrap();
     let t0 = Instant::now();
-    let ckpt = random_checkpoint(&cfg, 7).unwrap();
+    let ckpt = random_weights(&cfg, 7).unwrap();
     let opts = LoadOptions {
         trainable: trainable(a),
         ..LoadOptions::default()
     };
-    let mut model = LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap();
+    let mut model = LlavaModel::from_weights(cfg, ckpt, &opts).unwrap();
     eprintln!(
         "random 100M model built in {:.1} s",
         t0.elapsed().as_secs_f64()

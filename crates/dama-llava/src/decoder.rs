@@ -19,7 +19,7 @@ use dama_kernels::{Backward, LayerGrads, Recompute};
 use crate::config::TextConfig;
 use crate::linear::Linear;
 use crate::llama::AttentionInputs;
-use crate::params::Grad;
+use crate::params::{Grad, Projection};
 
 /// How a decoder layer's gradients are computed in a tracked forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,11 +46,21 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// The seven projections, in the order of [`DecoderLayer::tensors`].
+    pub fn linear(&self, p: Projection) -> &Linear {
+        match p {
+            Projection::Q => &self.q,
+            Projection::K => &self.k,
+            Projection::V => &self.v,
+            Projection::O => &self.o,
+            Projection::Gate => &self.gate,
+            Projection::Up => &self.up,
+            Projection::Down => &self.down,
+        }
+    }
+
+    /// The seven projections, in the order of [`Projection::ALL`] and [`DecoderLayer::tensors`].
     pub fn linears(&self) -> [&Linear; 7] {
-        [
-            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
-        ]
+        Projection::ALL.map(|p| self.linear(p))
     }
 
     /// Every tensor the layer reads: the two norm weights, then each linear's
@@ -239,7 +249,7 @@ struct LayerTape {
     /// The layer's input, detached.
     x: Tensor,
     /// Taken by the first backward (so the activations go as soon as this layer's backward is
-    /// done); `None` with checkpointing, or for a second backward, which recompute them.
+    /// done); `None` when recomputing, or for a second backward, which recompute them.
     saved: Mutex<Option<Saved>>,
 }
 
@@ -267,24 +277,24 @@ fn backward(
     let n = s.b * s.t;
     let (cos, sin) = tables(att)?;
     let (w_in, w_post) = (l.input_norm.detach(), l.post_norm.detach());
-    // where each linear's flags start in `need`
+    // where each projection's flags sit in `need` (after the two norm weights)
     let mut at = 2;
-    let mut spans = Vec::with_capacity(7);
-    for lin in l.linears() {
-        let len = lin.tensors().len();
-        spans.push(at..at + len);
+    let spans = Projection::ALL.map(|p| {
+        let len = l.linear(p).tensors().len();
         at += len;
-    }
+        at - len..at
+    });
     let mut params: Vec<Option<Tensor>> = vec![None; need.len()];
-    let mut put = |i: usize, grads: Vec<Option<Tensor>>| {
-        for (slot, g) in params[spans[i].clone()].iter_mut().zip(grads) {
+    let mut put = |p: Projection, grads: Vec<Option<Tensor>>| {
+        for (slot, g) in params[spans[p.index()].clone()].iter_mut().zip(grads) {
             *slot = g;
         }
     };
     let dy = dy.contiguous()?;
     let dev = &dy.device().clone();
-    let linear = |i: usize, lin: &Linear, x: &Tensor, d: &Tensor| {
-        lin.backward(x, d, &need[spans[i].clone()], true)
+    let linear = |p: Projection, x: &Tensor, d: &Tensor| {
+        l.linear(p)
+            .backward(x, d, &need[spans[p.index()].clone()], true)
     };
 
     // MLP block: y = x2 + down(swiglu(gate(h2), up(h2))), h2 = rms_norm(x2)
@@ -301,8 +311,8 @@ fn backward(
     let m = span(dev, "bwd.recompute_swiglu", || {
         dama_kernels::swiglu(&gate, &up)
     })?;
-    let (dm, g) = span(dev, "bwd.down", || linear(6, &l.down, &m, &dy))?;
-    put(6, g);
+    let (dm, g) = span(dev, "bwd.down", || linear(Projection::Down, &m, &dy))?;
+    put(Projection::Down, g);
     drop(m);
     let (dgate, dup) = span(dev, "bwd.swiglu", || {
         dama_kernels::swiglu_backward(&gate, &up, &dm.expect("asked for"), true, true)
@@ -312,12 +322,12 @@ fn backward(
         dama_kernels::rms_norm(&x2, &w_post, s.eps)
     })?;
     let (dh2, g_gate, g_up) = span(dev, "bwd.gate_up", || {
-        let (dh2, g_gate) = linear(4, &l.gate, &h2, &dgate.expect("asked for"))?;
-        let (dh2_up, g_up) = linear(5, &l.up, &h2, &dup.expect("asked for"))?;
+        let (dh2, g_gate) = linear(Projection::Gate, &h2, &dgate.expect("asked for"))?;
+        let (dh2_up, g_up) = linear(Projection::Up, &h2, &dup.expect("asked for"))?;
         Ok((add_opt(dh2, dh2_up)?.expect("asked for"), g_gate, g_up))
     })?;
-    put(4, g_gate);
-    put(5, g_up);
+    put(Projection::Gate, g_gate);
+    put(Projection::Up, g_up);
     drop(h2);
     let (dx2, dw_post) = span(dev, "bwd.post_norm_residual", || {
         let (dx2, dw) = dama_kernels::rms_norm_backward(&x2, &w_post, &dh2, s.eps, true, need[1])?;
@@ -327,8 +337,8 @@ fn backward(
 
     // attention block: x2 = x + o(attention(rope(q(h)), rope(k(h)), v(h))), h = rms_norm(x)
     let a = attn.reshape((n, s.hq * s.hd))?;
-    let (da, g) = span(dev, "bwd.o", || linear(3, &l.o, &a, &dx2))?;
-    put(3, g);
+    let (da, g) = span(dev, "bwd.o", || linear(Projection::O, &a, &dx2))?;
+    put(Projection::O, g);
     let da = da.expect("asked for").reshape((s.b, s.t, s.hq, s.hd))?;
     let (dq, dk, dv) = span(dev, "bwd.attention", || {
         dama_kernels::attention_backward(&q, &k, &v, &attn, &lse, &da, &att.mask, s.scale)
@@ -346,9 +356,13 @@ fn backward(
     })?;
     let mut dh = None;
     span(dev, "bwd.qkv", || {
-        for (i, (lin, d)) in [(&l.q, dq), (&l.k, dk), (&l.v, dv)].into_iter().enumerate() {
-            let (dxi, g) = linear(i, lin, &h, &d)?;
-            put(i, g);
+        for (p, d) in [
+            (Projection::Q, dq),
+            (Projection::K, dk),
+            (Projection::V, dv),
+        ] {
+            let (dxi, g) = linear(p, &h, &d)?;
+            put(p, g);
             dh = add_opt(dh.take(), dxi)?;
         }
         Ok(())
@@ -368,25 +382,41 @@ fn backward(
     Ok(LayerGrads { dx, params })
 }
 
+/// How a decoder layer runs in a pass: whether it records a graph, which backward computes its
+/// gradients, and whether that backward recomputes the layer's activations instead of keeping
+/// them. One value, so that a new way of running a layer is one more field, not one more
+/// argument threaded through every caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerRun {
+    pub grad: Grad,
+    pub backward: LayerBackward,
+    /// Keep only the layer's input and run its forward again in the backward.
+    pub recompute: bool,
+}
+
 /// One decoder layer on `x` `(rows·seq, hidden)` in a forward that may track gradients.
 /// Untracked, it is the plain forward; tracked, it is [`forward_saving`] wired into the graph
-/// with [`backward`] (`checkpoint`: keep only `x` and run the forward again in the backward),
-/// or candle's autograd when `mode` says so. All of them compute the same values, bit for bit.
+/// with [`backward`] (or with `recompute`, only `x` kept and the forward run again in the
+/// backward), or candle's autograd when `run.backward` says so. All of them compute the same
+/// values, bit for bit.
 pub fn layer_forward(
     c: &TextConfig,
     l: &DecoderLayer,
     x: &Tensor,
     att: &AttentionInputs,
-    grad: Grad,
-    mode: LayerBackward,
-    checkpoint: bool,
+    run: LayerRun,
 ) -> Result<Tensor> {
+    let LayerRun {
+        grad,
+        backward: mode,
+        recompute,
+    } = run;
     let tracked = grad == Grad::Track || x.track_op();
     if !tracked {
         return layer_forward_autograd(c, l, x, att, Grad::Off);
     }
     if mode == LayerBackward::Autograd {
-        if !checkpoint {
+        if !recompute {
             return layer_forward_autograd(c, l, x, att, grad);
         }
         let (c, l2, a) = (c.clone(), l.clone(), att.clone());
@@ -394,7 +424,7 @@ pub fn layer_forward(
             let grad = if track { Grad::Track } else { Grad::Off };
             layer_forward_autograd(&c, &l2, x, &a, grad)
         });
-        return dama_kernels::checkpoint(x, &l.tensors(), f);
+        return dama_kernels::recompute(x, &l.tensors(), f);
     }
     let s = Shapes::new(c, att);
     let params = match grad {
@@ -408,7 +438,7 @@ pub fn layer_forward(
         l: l.clone(),
         att: att.clone(),
         x: x.detach(),
-        saved: Mutex::new((!checkpoint).then_some(saved)),
+        saved: Mutex::new((!recompute).then_some(saved)),
     };
     let bwd: Arc<Backward> =
         Arc::new(move |dy: &Tensor, need: &[bool], need_dx: bool| tape.backward(dy, need, need_dx));

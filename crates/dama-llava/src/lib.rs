@@ -5,7 +5,7 @@
 //! the trainable weights. This crate provides exactly that, checked against transformers'
 //! `LlavaForConditionalGeneration` on tiny random models (`tests/`):
 //!
-//! - [`LlavaConfig`], [`Checkpoint`]: an HF folder's `config.json` and safetensors (one file or
+//! - [`LlavaConfig`], [`WeightFiles`]: an HF folder's `config.json` and safetensors (one file or
 //!   sharded; any key layout transformers has written), memory-mapped;
 //! - [`LlavaProcessor`]: CLIP preprocessing (or LLaVA's `pad` mode) and the vicuna_v1 template
 //!   with its answer labels ([`template`]);
@@ -20,7 +20,6 @@
 //! Every op where gradients flow has a backward in candle 0.11.1 ([`ops`]); the vision tower is
 //! frozen and runs `dama_clip`'s forward-only CLIP.
 
-pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod error;
@@ -29,6 +28,7 @@ pub mod layout;
 pub mod linear;
 pub mod llama;
 pub mod model;
+pub mod names;
 pub mod ops;
 pub mod params;
 pub mod processor;
@@ -37,13 +37,14 @@ pub mod random;
 pub mod save;
 pub mod template;
 pub mod vision;
+pub mod weights;
 
-pub use checkpoint::{Checkpoint, KeyLayout};
 pub use config::LlavaConfig;
-pub use decoder::LayerBackward;
+pub use decoder::{LayerBackward, LayerRun};
 pub use error::{LlavaError, Result};
 pub use generate::{Finish, GenerateConfig, Generation, Prompt, SampleConfig, Strategy};
 pub use model::{LlavaModel, LoadOptions, PairLogps};
-pub use params::{Grad, LoraConfig, LoraTarget, Trainable};
+pub use params::{Grad, LoraConfig, Projection, Trainable};
 pub use processor::{AspectMode, Images, LlavaProcessor, PairBatch, PairExample};
 pub use template::{EncodedAnswer, EncodedPair, PairEncoder};
+pub use weights::{KeyLayout, WeightFiles};

@@ -5,6 +5,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::Result;
+use crate::names::Prefix;
 use crate::params::{Grad, LoraConfig, ParamLoader};
 
 /// `B A` of a LoRA adapter and its scale `alpha / rank`.
@@ -35,9 +36,10 @@ impl Linear {
         trainable: bool,
         lora: Option<&LoraConfig>,
     ) -> Result<Self> {
-        let weight = p.load(&format!("{name}.weight"), &[out, inp], trainable)?;
+        let prefix = Prefix::new(name);
+        let weight = p.load(&prefix.weight(), &[out, inp], trainable)?;
         let bias = if bias {
-            Some(p.load(&format!("{name}.bias"), &[out], trainable)?)
+            Some(p.load(&prefix.bias(), &[out], trainable)?)
         } else {
             None
         };
@@ -47,8 +49,8 @@ impl Linear {
                 let a = lora_a_init(cfg, name, inp, p.dtype, p.device)?;
                 let b = Tensor::zeros((out, cfg.rank), p.dtype, p.device)?;
                 Some(LoraAdapter {
-                    a: p.new_var(format!("{name}.lora_A.weight"), a)?,
-                    b: p.new_var(format!("{name}.lora_B.weight"), b)?,
+                    a: p.new_var(prefix.pp("lora_A").weight(), a)?,
+                    b: p.new_var(prefix.pp("lora_B").weight(), b)?,
                     scale: cfg.scale(),
                 })
             }
@@ -153,6 +155,16 @@ impl Linear {
             }
         }
     }
+
+    /// The layer's tensors as saved: `{name}.weight` (LoRA merged) and `{name}.bias` if any.
+    pub(crate) fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let prefix = Prefix::new(self.name.as_str());
+        let mut out = vec![(prefix.weight(), self.merged_weight()?)];
+        if let Some(b) = &self.bias {
+            out.push((prefix.bias(), b.detach()));
+        }
+        Ok(out)
+    }
 }
 
 /// A's initial values: uniform in ±1/√in (PEFT's kaiming-uniform with a = √5), from a stream
@@ -164,17 +176,10 @@ fn lora_a_init(
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<Tensor> {
-    let mut rng = dama_core::Xoshiro256::seed_from(cfg.seed ^ fnv1a(name));
+    let mut rng = dama_core::Xoshiro256::seed_from(cfg.seed ^ dama_core::hash::fnv1a(name));
     let bound = 1.0 / (inp as f64).sqrt();
     let values: Vec<f32> = (0..cfg.rank * inp)
         .map(|_| ((2.0 * rng.open01() - 1.0) * bound) as f32)
         .collect();
     Ok(Tensor::from_vec(values, (cfg.rank, inp), device)?.to_dtype(dtype)?)
-}
-
-/// FNV-1a, to turn a layer name into a seed.
-pub(crate) fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
 }

@@ -6,11 +6,12 @@ use candle_core::Tensor;
 use dama_kernels::AttnMask;
 
 use crate::config::TextConfig;
-use crate::decoder::{DecoderLayer, LayerBackward, layer_forward};
+use crate::decoder::{DecoderLayer, LayerBackward, LayerRun, layer_forward};
 use crate::error::Result;
 use crate::linear::Linear;
+use crate::names::{self, LayerNames};
 use crate::ops;
-use crate::params::{Grad, LoraTarget, ParamLoader, Trainable};
+use crate::params::{Grad, ParamLoader, Projection, Trainable};
 
 /// Per-batch inputs of every attention layer.
 #[derive(Clone)]
@@ -33,12 +34,9 @@ pub struct Llama {
     /// Same tensor as `embed_tokens` when the config ties them.
     pub(crate) lm_head: Tensor,
     tied: bool,
-    /// Recompute each decoder layer in the backward instead of keeping its activations.
-    checkpoint_layers: bool,
-    layer_backward: LayerBackward,
+    /// How the decoder layers run, but for `grad`, which each pass sets.
+    layer_run: LayerRun,
 }
-
-const PREFIX: &str = "language_model.model";
 
 impl Llama {
     pub(crate) fn load(
@@ -48,56 +46,41 @@ impl Llama {
         trainable: &Trainable,
     ) -> Result<Self> {
         let train = trainable.language_model();
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (nq, nkv, inter) = (
-            cfg.num_attention_heads,
-            cfg.num_key_value_heads,
-            cfg.intermediate_size,
-        );
-        let embed_tokens = p.load(
-            &format!("{PREFIX}.embed_tokens.weight"),
-            &[cfg.vocab_size, h],
-            train,
-        )?;
+        let h = cfg.hidden_size;
+        let embed_tokens = p.load(&names::embed_tokens(), &[cfg.vocab_size, h], train)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
-            let l = format!("{PREFIX}.layers.{i}");
-            let mut lin = |name: &str, shape, bias, target| {
-                Linear::load(
+            let names = LayerNames::new(i);
+            let mut proj = Vec::with_capacity(7);
+            for pr in Projection::ALL {
+                proj.push(Linear::load(
                     p,
-                    &format!("{l}.{name}"),
-                    shape,
-                    bias,
+                    names.projection(pr).as_str(),
+                    pr.shape(cfg),
+                    pr.has_bias(cfg),
                     train,
-                    trainable.lora_for(target),
-                )
-            };
-            let ab = cfg.attention_bias;
-            let mb = cfg.mlp_bias;
-            let q = lin("self_attn.q_proj", (nq * hd, h), ab, LoraTarget::QProj)?;
-            let k = lin("self_attn.k_proj", (nkv * hd, h), ab, LoraTarget::KProj)?;
-            let v = lin("self_attn.v_proj", (nkv * hd, h), ab, LoraTarget::VProj)?;
-            let o = lin("self_attn.o_proj", (h, nq * hd), ab, LoraTarget::OProj)?;
-            let gate = lin("mlp.gate_proj", (inter, h), mb, LoraTarget::GateProj)?;
-            let up = lin("mlp.up_proj", (inter, h), mb, LoraTarget::UpProj)?;
-            let down = lin("mlp.down_proj", (h, inter), mb, LoraTarget::DownProj)?;
+                    trainable.lora_for(pr),
+                )?);
+            }
+            let [q, k, v, o, gate, up, down] =
+                <[Linear; 7]>::try_from(proj).expect("one linear per projection");
             layers.push(DecoderLayer {
-                input_norm: p.load(&format!("{l}.input_layernorm.weight"), &[h], train)?,
+                input_norm: p.load(&names.input_norm(), &[h], train)?,
                 q,
                 k,
                 v,
                 o,
-                post_norm: p.load(&format!("{l}.post_attention_layernorm.weight"), &[h], train)?,
+                post_norm: p.load(&names.post_norm(), &[h], train)?,
                 gate,
                 up,
                 down,
             });
         }
-        let norm = p.load(&format!("{PREFIX}.norm.weight"), &[h], train)?;
+        let norm = p.load(&names::final_norm(), &[h], train)?;
         let lm_head = if tied {
             embed_tokens.clone()
         } else {
-            p.load("language_model.lm_head.weight", &[cfg.vocab_size, h], train)?
+            p.load(&names::lm_head(), &[cfg.vocab_size, h], train)?
         };
         Ok(Self {
             cfg: cfg.clone(),
@@ -106,21 +89,24 @@ impl Llama {
             norm,
             lm_head,
             tied,
-            checkpoint_layers: false,
-            layer_backward: LayerBackward::default(),
+            layer_run: LayerRun {
+                grad: Grad::Off,
+                backward: LayerBackward::default(),
+                recompute: false,
+            },
         })
     }
 
     /// Activation checkpointing: with `on`, a tracked forward keeps only each decoder layer's
     /// input and output, and the backward runs each layer again (one more forward of the
     /// language model per step, for a fraction of its activation memory). Same numbers.
-    pub fn set_activation_checkpointing(&mut self, on: bool) {
-        self.checkpoint_layers = on;
+    pub fn set_recompute_activations(&mut self, on: bool) {
+        self.layer_run.recompute = on;
     }
 
     /// Which backward the decoder layers use (the hand-written one unless told otherwise).
     pub fn set_layer_backward(&mut self, mode: LayerBackward) {
-        self.layer_backward = mode;
+        self.layer_run.backward = mode;
     }
 
     /// Token embeddings of `ids` `(n,)` → `(n, hidden)`.
@@ -145,9 +131,10 @@ impl Llama {
                 layer,
                 &x,
                 att,
-                grad,
-                self.layer_backward,
-                self.checkpoint_layers,
+                LayerRun {
+                    grad,
+                    ..self.layer_run
+                },
             )?;
         }
         Ok(x)
@@ -187,30 +174,18 @@ impl Llama {
 
     /// Every weight of the language model under its canonical name, LoRA merged (for saving).
     pub(crate) fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
-        let mut out = vec![(
-            format!("{PREFIX}.embed_tokens.weight"),
-            self.embed_tokens.detach(),
-        )];
+        let mut out = vec![(names::embed_tokens(), self.embed_tokens.detach())];
         for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("{PREFIX}.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.detach()));
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                l.post_norm.detach(),
-            ));
-            for lin in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
-                out.push((format!("{}.weight", lin.name), lin.merged_weight()?));
-                if let Some(b) = &lin.bias {
-                    out.push((format!("{}.bias", lin.name), b.detach()));
-                }
+            let names = LayerNames::new(i);
+            out.push((names.input_norm(), l.input_norm.detach()));
+            out.push((names.post_norm(), l.post_norm.detach()));
+            for lin in l.linears() {
+                out.extend(lin.named_weights()?);
             }
         }
-        out.push((format!("{PREFIX}.norm.weight"), self.norm.detach()));
+        out.push((names::final_norm(), self.norm.detach()));
         if !self.tied {
-            out.push((
-                "language_model.lm_head.weight".into(),
-                self.lm_head.detach(),
-            ));
+            out.push((names::lm_head(), self.lm_head.detach()));
         }
         Ok(out)
     }
@@ -221,10 +196,10 @@ mod tests {
     use candle_core::{DType, Device, Tensor, Var};
 
     use crate::LayerBackward;
-    use crate::params::{LoraConfig, LoraTarget, Trainable};
+    use crate::params::{LoraConfig, Projection, Trainable};
     use crate::processor::{Images, PairBatch};
     use crate::template::{EncodedAnswer, EncodedPair};
-    use crate::{LlavaConfig, LlavaModel, LoadOptions, random::random_checkpoint};
+    use crate::{LlavaConfig, LlavaModel, LoadOptions, random::random_weights};
 
     fn model(trainable: Trainable) -> LlavaModel {
         let text = r#"{"image_token_index": 60, "pad_token_id": 0,
@@ -234,12 +209,12 @@ mod tests {
                             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
                             "attention_bias": true}}"#;
         let cfg = LlavaConfig::from_json_str(text, std::path::Path::new("inline")).unwrap();
-        let ckpt = random_checkpoint(&cfg, 5).unwrap();
+        let ckpt = random_weights(&cfg, 5).unwrap();
         let opts = LoadOptions {
             trainable,
             ..LoadOptions::default()
         };
-        LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap()
+        LlavaModel::from_weights(cfg, ckpt, &opts).unwrap()
     }
 
     fn batch(m: &LlavaModel) -> PairBatch {
@@ -297,11 +272,7 @@ mod tests {
     /// candle's autograd through the plain layers: same sums, same gradients.
     #[test]
     fn layer_backwards_and_checkpointing_give_the_same_values_and_gradients_full_and_lora() {
-        let lora = LoraConfig::new(
-            2,
-            4.0,
-            vec![LoraTarget::QProj, LoraTarget::VProj, LoraTarget::DownProj],
-        );
+        let lora = LoraConfig::new(2, 4.0, vec![Projection::Q, Projection::V, Projection::Down]);
         for trainable in [Trainable::Full, Trainable::Lora(lora)] {
             // LoRA's A gets an exactly zero gradient while B is zero (PEFT's initialisation)
             let full = trainable == Trainable::Full;
@@ -320,7 +291,7 @@ mod tests {
                 (LayerBackward::Manual, true),
             ] {
                 m.set_layer_backward(mode);
-                m.llama.set_activation_checkpointing(ckpt);
+                m.llama.set_recompute_activations(ckpt);
                 let (s1, g1) = run(&m, &b);
                 assert_eq!(
                     s0, s1,

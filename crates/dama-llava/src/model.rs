@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::checkpoint::{Checkpoint, KeyLayout};
 use crate::config::LlavaConfig;
 use crate::error::{LlavaError, Result};
 use crate::layout::Layout;
@@ -17,6 +16,7 @@ use crate::params::{Grad, ParamLoader, Trainable};
 use crate::processor::{Images, PairBatch};
 use crate::projector::Projector;
 use crate::vision::VisionTower;
+use crate::weights::{KeyLayout, WeightFiles};
 
 /// How to load a model.
 #[derive(Debug, Clone)]
@@ -56,7 +56,7 @@ pub struct LlavaModel {
     vars: BTreeMap<String, Var>,
     trainable: Trainable,
     pub(crate) inv_freq: Vec<f32>,
-    pub(crate) checkpoint: Arc<Checkpoint>,
+    pub(crate) weights: Arc<WeightFiles>,
     pub(crate) layout: KeyLayout,
     pub(crate) source_dir: Option<PathBuf>,
 }
@@ -65,16 +65,16 @@ impl LlavaModel {
     /// Loads `config.json` and the safetensors weights of a Hugging Face model folder.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let config = LlavaConfig::from_file(&dir.join("config.json"))?;
-        let ckpt = Checkpoint::open_dir(dir)?;
-        let mut model = Self::from_checkpoint(config, ckpt, opts)?;
+        let ckpt = WeightFiles::open_dir(dir)?;
+        let mut model = Self::from_weights(config, ckpt, opts)?;
         model.source_dir = Some(dir.to_path_buf());
         Ok(model)
     }
 
     /// Builds the model from a configuration and weights in any supported key layout.
-    pub fn from_checkpoint(
+    pub fn from_weights(
         config: LlavaConfig,
-        ckpt: Checkpoint,
+        ckpt: WeightFiles,
         opts: &LoadOptions,
     ) -> Result<Self> {
         let layout = KeyLayout::detect(&ckpt, config.tie_word_embeddings)?;
@@ -106,7 +106,7 @@ impl LlavaModel {
             llama,
             vars,
             trainable: opts.trainable.clone(),
-            checkpoint: ckpt,
+            weights: ckpt,
             layout,
             source_dir: None,
         })
@@ -145,8 +145,8 @@ impl LlavaModel {
 
     /// Recompute each decoder layer in the backward instead of keeping its activations: less
     /// memory for larger micro-batches, one more forward of the language model per step.
-    pub fn set_activation_checkpointing(&mut self, on: bool) {
-        self.llama.set_activation_checkpointing(on)
+    pub fn set_recompute_activations(&mut self, on: bool) {
+        self.llama.set_recompute_activations(on)
     }
 
     /// Which backward the decoder layers use: the hand-written one (the default) or candle's

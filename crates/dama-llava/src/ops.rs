@@ -7,7 +7,7 @@
 //! hand-written backwards, on the CPU and on CUDA; their numerics are
 //! transformers' eager LLaMA (which dtype each step rounds to), the oracle the fixtures check,
 //! except attention, which keeps scores and probabilities in f32 as SDPA / flash-attention do.
-//! `dama_kernels::reference` keeps the compositions of differentiable candle ops these
+//! `dama_kernels::composed` keeps the compositions of differentiable candle ops these
 //! replaced.
 
 use candle_core::{DType, Result, Tensor};

@@ -5,42 +5,49 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::checkpoint::{Checkpoint, KeyLayout};
 use crate::error::{LlavaError, Result};
+use crate::weights::{KeyLayout, WeightFiles};
 
-/// The linear layers of a LLaMA block that LoRA can adapt (PEFT's `target_modules` names).
+/// The seven projections of a decoder layer, in the layer's order (attention q, k, v, o; MLP
+/// gate, up, down). LoRA targets them by PEFT's `target_modules` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LoraTarget {
-    QProj,
-    KProj,
-    VProj,
-    OProj,
-    GateProj,
-    UpProj,
-    DownProj,
+pub enum Projection {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
 }
 
-impl LoraTarget {
-    pub const ALL: [LoraTarget; 7] = [
-        Self::QProj,
-        Self::KProj,
-        Self::VProj,
-        Self::OProj,
-        Self::GateProj,
-        Self::UpProj,
-        Self::DownProj,
+impl Projection {
+    pub const ALL: [Projection; 7] = [
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::O,
+        Self::Gate,
+        Self::Up,
+        Self::Down,
     ];
 
+    /// PEFT's module name (`q_proj`, …), also the last part of the weight's name.
     pub fn name(self) -> &'static str {
         match self {
-            Self::QProj => "q_proj",
-            Self::KProj => "k_proj",
-            Self::VProj => "v_proj",
-            Self::OProj => "o_proj",
-            Self::GateProj => "gate_proj",
-            Self::UpProj => "up_proj",
-            Self::DownProj => "down_proj",
+            Self::Q => "q_proj",
+            Self::K => "k_proj",
+            Self::V => "v_proj",
+            Self::O => "o_proj",
+            Self::Gate => "gate_proj",
+            Self::Up => "up_proj",
+            Self::Down => "down_proj",
         }
+    }
+
+    /// Position in [`Projection::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
     }
 
     /// Parses a PEFT module name (`q_proj`, ...).
@@ -63,7 +70,7 @@ impl LoraTarget {
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
-    pub targets: Vec<LoraTarget>,
+    pub targets: Vec<Projection>,
     /// Also train the projector fully, as LLaVA's own LoRA recipe does. Off by default.
     pub train_projector: bool,
     /// Seeds A's initialisation (each matrix derives its stream from its name).
@@ -71,7 +78,7 @@ pub struct LoraConfig {
 }
 
 impl LoraConfig {
-    pub fn new(rank: usize, alpha: f64, targets: Vec<LoraTarget>) -> Self {
+    pub fn new(rank: usize, alpha: f64, targets: Vec<Projection>) -> Self {
         Self {
             rank,
             alpha,
@@ -112,7 +119,7 @@ impl Trainable {
         matches!(self, Trainable::Full)
     }
 
-    pub(crate) fn lora_for(&self, target: LoraTarget) -> Option<&LoraConfig> {
+    pub(crate) fn lora_for(&self, target: Projection) -> Option<&LoraConfig> {
         match self {
             Trainable::Lora(l) if l.targets.contains(&target) => Some(l),
             _ => None,
@@ -140,7 +147,7 @@ impl Grad {
 
 /// Reads weights by canonical (llava-hf layout) name and registers the trainable ones.
 pub(crate) struct ParamLoader<'a> {
-    pub ckpt: &'a Checkpoint,
+    pub ckpt: &'a WeightFiles,
     pub layout: &'a KeyLayout,
     pub dtype: DType,
     pub device: &'a Device,

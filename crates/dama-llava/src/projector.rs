@@ -6,6 +6,7 @@ use candle_core::Tensor;
 use crate::config::{LlavaConfig, ProjectorAct};
 use crate::error::Result;
 use crate::linear::Linear;
+use crate::names;
 use crate::params::{Grad, ParamLoader};
 
 pub struct Projector {
@@ -13,8 +14,6 @@ pub struct Projector {
     pub(crate) linear_2: Linear,
     act: ProjectorAct,
 }
-
-const PREFIX: &str = "multi_modal_projector";
 
 impl Projector {
     pub(crate) fn load(
@@ -27,7 +26,7 @@ impl Projector {
         Ok(Self {
             linear_1: Linear::load(
                 p,
-                &format!("{PREFIX}.linear_1"),
+                names::projector(1).as_str(),
                 (h, cfg.projector_in()),
                 bias,
                 trainable,
@@ -35,7 +34,7 @@ impl Projector {
             )?,
             linear_2: Linear::load(
                 p,
-                &format!("{PREFIX}.linear_2"),
+                names::projector(2).as_str(),
                 (h, h),
                 bias,
                 trainable,
@@ -57,13 +56,8 @@ impl Projector {
     }
 
     pub(crate) fn named_weights(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
-        let mut out = Vec::new();
-        for l in [&self.linear_1, &self.linear_2] {
-            out.push((format!("{}.weight", l.name), l.merged_weight()?));
-            if let Some(b) = &l.bias {
-                out.push((format!("{}.bias", l.name), b.detach()));
-            }
-        }
+        let mut out = self.linear_1.named_weights()?;
+        out.extend(self.linear_2.named_weights()?);
         Ok(out)
     }
 }

@@ -7,9 +7,11 @@ use candle_core::{Device, Tensor};
 use dama_clip::config::ClipVisionConfig;
 use dama_core::Xoshiro256;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::LlavaConfig;
 use crate::error::{LlavaError, Result};
+use crate::names::{self, LayerNames};
+use crate::params::Projection;
+use crate::weights::WeightFiles;
 
 struct Gen(Xoshiro256);
 
@@ -32,12 +34,10 @@ impl Gen {
 /// Weights for `cfg`: matrices N(0, 1/fan_in), embeddings N(0, 1), norm scales N(1, 0.1²),
 /// biases N(0, 0.1²): activations of order one, so that log-probs and gradients are far from
 /// the degenerate uniform case.
-pub fn random_checkpoint(cfg: &LlavaConfig, seed: u64) -> Result<Checkpoint> {
-    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
-        .map_err(|e| LlavaError::config("random model", "vision_config", e.to_string()))?;
+pub fn random_weights(cfg: &LlavaConfig, seed: u64) -> Result<WeightFiles> {
     let mut g = Gen(Xoshiro256::seed_from(seed));
     let mut map = HashMap::new();
-    let mut add = |name: String, shape: &[usize], kind: Kind| -> Result<()> {
+    for (name, shape, kind) in weight_specs(cfg)? {
         let n: usize = shape.iter().product();
         let data = match kind {
             Kind::Matrix => g.normal(
@@ -49,7 +49,32 @@ pub fn random_checkpoint(cfg: &LlavaConfig, seed: u64) -> Result<Checkpoint> {
             Kind::Scale => g.normal(n, 0.1, 1.0),
             Kind::Bias => g.normal(n, 0.1, 0.0),
         };
-        map.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+        map.insert(
+            name,
+            Tensor::from_vec(data, shape.as_slice(), &Device::Cpu)?,
+        );
+    }
+    Ok(WeightFiles::from_tensors(
+        map,
+        format!("random weights (seed {seed})"),
+    ))
+}
+
+/// Every weight of a LLaVA model of `cfg` in the llava-hf layout: (name, shape), in the order
+/// [`random_weights`] draws them. What the memory planner counts.
+pub fn weight_shapes(cfg: &LlavaConfig) -> Result<Vec<(String, Vec<usize>)>> {
+    Ok(weight_specs(cfg)?
+        .into_iter()
+        .map(|(name, shape, _)| (name, shape))
+        .collect())
+}
+
+fn weight_specs(cfg: &LlavaConfig) -> Result<Vec<(String, Vec<usize>, Kind)>> {
+    let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())
+        .map_err(|e| LlavaError::config("random model", "vision_config", e.to_string()))?;
+    let mut specs = Vec::new();
+    let mut add = |name: String, shape: &[usize], kind: Kind| -> Result<()> {
+        specs.push((name, shape.to_vec(), kind));
         Ok(())
     };
     use Kind::*;
@@ -95,58 +120,32 @@ pub fn random_checkpoint(cfg: &LlavaConfig, seed: u64) -> Result<Checkpoint> {
     }
     let t = &cfg.text;
     let h = t.hidden_size;
-    for (name, inp) in [("linear_1", cfg.projector_in()), ("linear_2", h)] {
-        add(
-            format!("multi_modal_projector.{name}.weight"),
-            &[h, inp],
-            Matrix,
-        )?;
+    for (layer, inp) in [(1, cfg.projector_in()), (2, h)] {
+        let pr = names::projector(layer);
+        add(pr.weight(), &[h, inp], Matrix)?;
         if cfg.projector_bias {
-            add(format!("multi_modal_projector.{name}.bias"), &[h], Bias)?;
+            add(pr.bias(), &[h], Bias)?;
         }
     }
-    let lm = "language_model.model";
-    add(
-        format!("{lm}.embed_tokens.weight"),
-        &[t.vocab_size, h],
-        Embedding,
-    )?;
-    let (q, kv) = (
-        t.num_attention_heads * t.head_dim,
-        t.num_key_value_heads * t.head_dim,
-    );
+    add(names::embed_tokens(), &[t.vocab_size, h], Embedding)?;
     for i in 0..t.num_hidden_layers {
-        let l = format!("{lm}.layers.{i}");
-        let linears = [
-            ("self_attn.q_proj", q, h, t.attention_bias),
-            ("self_attn.k_proj", kv, h, t.attention_bias),
-            ("self_attn.v_proj", kv, h, t.attention_bias),
-            ("self_attn.o_proj", h, q, t.attention_bias),
-            ("mlp.gate_proj", t.intermediate_size, h, t.mlp_bias),
-            ("mlp.up_proj", t.intermediate_size, h, t.mlp_bias),
-            ("mlp.down_proj", h, t.intermediate_size, t.mlp_bias),
-        ];
-        for (name, out, inp, bias) in linears {
-            add(format!("{l}.{name}.weight"), &[out, inp], Matrix)?;
-            if bias {
-                add(format!("{l}.{name}.bias"), &[out], Bias)?;
+        let l = LayerNames::new(i);
+        for p in Projection::ALL {
+            let (out, inp) = p.shape(t);
+            let prefix = l.projection(p);
+            add(prefix.weight(), &[out, inp], Matrix)?;
+            if p.has_bias(t) {
+                add(prefix.bias(), &[out], Bias)?;
             }
         }
-        add(format!("{l}.input_layernorm.weight"), &[h], Scale)?;
-        add(format!("{l}.post_attention_layernorm.weight"), &[h], Scale)?;
+        add(l.input_norm(), &[h], Scale)?;
+        add(l.post_norm(), &[h], Scale)?;
     }
-    add(format!("{lm}.norm.weight"), &[h], Scale)?;
+    add(names::final_norm(), &[h], Scale)?;
     if !cfg.tie_word_embeddings {
-        add(
-            "language_model.lm_head.weight".into(),
-            &[t.vocab_size, h],
-            Matrix,
-        )?;
+        add(names::lm_head(), &[t.vocab_size, h], Matrix)?;
     }
-    Ok(Checkpoint::from_tensors(
-        map,
-        format!("random weights (seed {seed})"),
-    ))
+    Ok(specs)
 }
 
 #[derive(Clone, Copy)]
@@ -247,8 +246,8 @@ impl TinySpec {
 pub fn write_tiny_model(dir: &std::path::Path, spec: &TinySpec, seed: u64) -> Result<()> {
     let config = spec.config_json();
     let cfg = LlavaConfig::from_json_str(&config.to_string(), std::path::Path::new("tiny config"))?;
-    let ckpt = random_checkpoint(&cfg, seed)?;
-    let model = crate::LlavaModel::from_checkpoint(cfg, ckpt, &Default::default())?;
+    let ckpt = random_weights(&cfg, seed)?;
+    let model = crate::LlavaModel::from_weights(cfg, ckpt, &Default::default())?;
     model.save_pretrained(dir)?;
     let write = |name: &str, text: String| -> Result<()> {
         let path = dir.join(name);

@@ -6,9 +6,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::checkpoint::KeyLayout;
 use crate::error::{LlavaError, Result};
 use crate::model::LlavaModel;
+use crate::weights::KeyLayout;
 
 /// transformers' default `max_shard_size` ("5GB").
 pub const DEFAULT_MAX_SHARD_BYTES: usize = 5_000_000_000;
@@ -60,9 +60,9 @@ impl LlavaModel {
         let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
         let target = KeyLayout::llava_hf();
         let prefix = format!("{}.", self.layout.vision_model);
-        for name in self.checkpoint.names().filter(|n| n.starts_with(&prefix)) {
+        for name in self.weights.names().filter(|n| n.starts_with(&prefix)) {
             let canonical = format!("{}.{}", target.vision_model, &name[prefix.len()..]);
-            tensors.insert(canonical, self.checkpoint.raw(name)?.to_dtype(self.dtype)?);
+            tensors.insert(canonical, self.weights.raw(name)?.to_dtype(self.dtype)?);
         }
         for (name, t) in self
             .projector

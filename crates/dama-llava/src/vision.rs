@@ -9,15 +9,15 @@ use candle_nn::var_builder::SimpleBackend;
 use dama_clip::config::ClipVisionConfig;
 use dama_clip::vision::ClipVisionTransformer;
 
-use crate::checkpoint::{Checkpoint, KeyLayout};
 use crate::config::{LlavaConfig, SelectStrategy};
 use crate::error::{LlavaError, Result};
+use crate::weights::{KeyLayout, WeightFiles};
 
 /// Lets `dama_clip` read its weights straight from our (memory-mapped) checkpoint, with our
 /// error messages (file and tensor name) on a missing or misshaped tensor.
-struct CheckpointBackend(Arc<Checkpoint>);
+struct WeightFilesBackend(Arc<WeightFiles>);
 
-impl SimpleBackend for CheckpointBackend {
+impl SimpleBackend for WeightFilesBackend {
     fn get(
         &self,
         s: Shape,
@@ -62,7 +62,7 @@ pub struct VisionTower {
 
 impl VisionTower {
     pub(crate) fn load(
-        ckpt: Arc<Checkpoint>,
+        ckpt: Arc<WeightFiles>,
         layout: &KeyLayout,
         cfg: &LlavaConfig,
         dtype: DType,
@@ -80,7 +80,7 @@ impl VisionTower {
         vcfg.validate(&origin, "vision_config")
             .map_err(|e| LlavaError::config(&origin, "vision_config", e.to_string()))?;
         let vb = candle_nn::VarBuilder::from_backend(
-            Box::new(CheckpointBackend(ckpt)),
+            Box::new(WeightFilesBackend(ckpt)),
             dtype,
             device.clone(),
         );
@@ -132,7 +132,7 @@ impl VisionTower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::random::random_checkpoint;
+    use crate::random::random_weights;
 
     fn config(layers: &str, strategy: &str) -> LlavaConfig {
         let text = format!(
@@ -148,7 +148,7 @@ mod tests {
 
     fn tower(cfg: &LlavaConfig) -> VisionTower {
         // The vision weights are drawn first, so every config here gets the same tower.
-        let ckpt = Arc::new(random_checkpoint(cfg, 3).unwrap());
+        let ckpt = Arc::new(random_weights(cfg, 3).unwrap());
         VisionTower::load(ckpt, &KeyLayout::llava_hf(), cfg, DType::F32, &Device::Cpu).unwrap()
     }
 

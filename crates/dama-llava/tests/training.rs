@@ -7,7 +7,7 @@ mod common;
 use candle_core::{DType, Tensor, Var};
 use common::*;
 use dama_llava::{
-    Images, LlavaModel, LoadOptions, LoraConfig, LoraTarget, PairBatch, PairLogps, Trainable,
+    Images, LlavaModel, LoadOptions, LoraConfig, PairBatch, PairLogps, Projection, Trainable,
 };
 
 fn objective(l: &PairLogps) -> Tensor {
@@ -172,7 +172,7 @@ fn optimizer_updates_through_vars_reach_the_model() {
 }
 
 fn lora() -> Trainable {
-    Trainable::Lora(LoraConfig::new(4, 8.0, LoraTarget::ALL.to_vec()))
+    Trainable::Lora(LoraConfig::new(4, 8.0, Projection::ALL.to_vec()))
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn lora_is_merged_on_save_and_reloads_to_the_same_logps() {
     ));
     eprintln!("LoRA merged on save: max relative difference {err:e}");
     assert!(err < 1e-5, "{err:e}");
-    let ckpt = dama_llava::Checkpoint::open_dir(tmp.path()).unwrap();
+    let ckpt = dama_llava::WeightFiles::open_dir(tmp.path()).unwrap();
     assert!(ckpt.names().all(|n| !n.contains("lora")));
 }
 
@@ -286,7 +286,7 @@ fn a_saved_model_reloads_to_identical_logps_in_the_llava_hf_layout() {
         let got = reloaded.pair_logps_no_grad(&batch, false).unwrap();
         assert_eq!(vec1(&got.chosen), vec1(&want.chosen));
         assert_eq!(vec1(&got.rejected), vec1(&want.rejected));
-        let ckpt = dama_llava::Checkpoint::open_dir(tmp.path()).unwrap();
+        let ckpt = dama_llava::WeightFiles::open_dir(tmp.path()).unwrap();
         assert_eq!(
             reloaded.config().raw,
             model.config().raw,
@@ -385,9 +385,9 @@ fn tied_embeddings_biases_and_lora_with_projector_on_a_random_model() {
         trainable: Trainable::Full,
         ..LoadOptions::default()
     };
-    let ckpt = dama_llava::random::random_checkpoint(&cfg, 11).unwrap();
+    let ckpt = dama_llava::random::random_weights(&cfg, 11).unwrap();
     assert!(!ckpt.contains("language_model.lm_head.weight"));
-    let model = LlavaModel::from_checkpoint(cfg.clone(), ckpt, &full).unwrap();
+    let model = LlavaModel::from_weights(cfg.clone(), ckpt, &full).unwrap();
     assert!(
         !model
             .trainable_vars()
@@ -415,14 +415,14 @@ fn tied_embeddings_biases_and_lora_with_projector_on_a_random_model() {
     let again = reloaded.pair_logps_no_grad(&batch, false).unwrap();
     assert_eq!(vec1(&again.rejected), vec1(&sep.rejected));
 
-    let mut lora = LoraConfig::new(2, 4.0, vec![LoraTarget::QProj, LoraTarget::DownProj]);
+    let mut lora = LoraConfig::new(2, 4.0, vec![Projection::Q, Projection::Down]);
     lora.train_projector = true;
     let opts = LoadOptions {
         trainable: Trainable::Lora(lora),
         ..LoadOptions::default()
     };
-    let ckpt = dama_llava::random::random_checkpoint(&cfg, 11).unwrap();
-    let model = LlavaModel::from_checkpoint(cfg, ckpt, &opts).unwrap();
+    let ckpt = dama_llava::random::random_weights(&cfg, 11).unwrap();
+    let model = LlavaModel::from_weights(cfg, ckpt, &opts).unwrap();
     let names: Vec<&String> = model.trainable_vars().keys().collect();
     assert_eq!(
         names.len(),

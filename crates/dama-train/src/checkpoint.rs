@@ -2,7 +2,8 @@
 //!
 //! `checkpoints/step-NNNNNN/` holds the model in the Hugging Face layout (transformers loads
 //! it; LoRA merged), `adapter.safetensors` (the LoRA matrices themselves, for resuming),
-//! `optimizer.safetensors` (fp32 moments and masters) and `trainer_state.json` (step, data
+//! `optimizer.safetensors` (fp32 masters, and the moments in f32 or as 8-bit codes with their
+//! block absmaxes) and `trainer_state.json` (step, data
 //! cursor, ḡ and the sampling stream). It is written under a temporary name and renamed when
 //! complete, then `checkpoints/latest` is replaced the same way, so a kill at any instant leaves
 //! the previous checkpoint intact and named.

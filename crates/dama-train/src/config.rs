@@ -71,6 +71,32 @@ impl OptimMaster {
     }
 }
 
+/// How the optimizer keeps AdamW's two moments (`--optim-state`): `f32` (the default, exactly
+/// torch's AdamW: 8 bytes per parameter) or `8bit`, bitsandbytes' block-wise dynamic
+/// quantisation (blocks of 2048 values with one absmax each, a signed dynamic map for the first
+/// moment and an unsigned one for the second; tensors under 4096 values stay f32): 2 bytes per
+/// parameter, dequantised, updated and requantised inside the fused update. With either
+/// `--optim-master`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OptimState {
+    #[default]
+    #[serde(rename = "f32")]
+    F32,
+    #[serde(rename = "8bit")]
+    Dynamic8,
+}
+
+dama_core::named!(OptimState, "optimizer state", {
+    F32 => "f32",
+    Dynamic8 => "8bit",
+});
+
+impl OptimState {
+    fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+}
+
 /// LoRA settings of a run (`None` in [`TrainConfig::lora`] = full fine-tuning).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraSettings {
@@ -131,6 +157,9 @@ pub struct TrainConfig {
     /// Absent from `run.json` (and its hash) when f32, so older runs resume unchanged.
     #[serde(default, skip_serializing_if = "OptimMaster::is_f32")]
     pub optim_master: OptimMaster,
+    /// Absent from `run.json` (and its hash) when f32, so older runs resume unchanged.
+    #[serde(default, skip_serializing_if = "OptimState::is_f32")]
+    pub optim_state: OptimState,
     pub max_grad_norm: Option<f64>,
     pub seed: u64,
     pub shuffle: bool,
@@ -148,8 +177,8 @@ pub struct TrainConfig {
     pub ref_cache: Option<PathBuf>,
     /// Recompute each decoder layer in the backward instead of keeping its activations (same
     /// numbers, less memory, one more forward of the language model per pass).
-    #[serde(default)]
-    pub activation_checkpointing: bool,
+    #[serde(default, alias = "activation_checkpointing")]
+    pub recompute_activations: bool,
 }
 
 /// The fields of [`TrainConfig`] a resumed run may change.
@@ -158,7 +187,7 @@ const FREE_ON_RESUME: [&str; 5] = [
     "save_total_limit",
     "skip_bad",
     "ref_cache",
-    "activation_checkpointing",
+    "recompute_activations",
 ];
 
 impl TrainConfig {
@@ -184,6 +213,7 @@ impl TrainConfig {
             adam_beta2: 0.999,
             adam_eps: 1e-8,
             optim_master: OptimMaster::F32,
+            optim_state: OptimState::F32,
             max_grad_norm: Some(1.0),
             seed: 42,
             shuffle: true,
@@ -196,7 +226,7 @@ impl TrainConfig {
             save_total_limit: 2,
             skip_bad: false,
             ref_cache: None,
-            activation_checkpointing: false,
+            recompute_activations: false,
         }
     }
 
@@ -229,7 +259,7 @@ impl TrainConfig {
                 let targets = l
                     .targets
                     .iter()
-                    .map(|t| dama_llava::LoraTarget::parse(t))
+                    .map(|t| dama_llava::Projection::parse(t))
                     .collect::<dama_llava::Result<Vec<_>>>()?;
                 let mut cfg = LoraConfig::new(l.rank, l.alpha, targets);
                 cfg.train_projector = l.train_projector;
@@ -255,12 +285,23 @@ mod tests {
             assert_eq!(m.name().parse::<OptimMaster>().unwrap(), m);
             assert_eq!(serde_json::to_string(&m).unwrap(), format!("\"{m}\""));
         }
+        for &s in OptimState::ALL {
+            assert_eq!(s.name().parse::<OptimState>().unwrap(), s);
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
         assert!("fp8".parse::<Precision>().is_err());
         // run.json keeps its `dtype` field, so that earlier runs resume with the same identity
         let cfg = TrainConfig::paper("m".into(), "d".into());
         let v = serde_json::to_value(&cfg).unwrap();
         assert_eq!(v["dtype"], "f32");
         assert!(v.get("optim_master").is_none());
+        assert!(v.get("optim_state").is_none());
+        let eight = TrainConfig {
+            optim_state: OptimState::Dynamic8,
+            ..cfg.clone()
+        };
+        assert_eq!(serde_json::to_value(&eight).unwrap()["optim_state"], "8bit");
+        assert_ne!(cfg.identity().unwrap(), eight.identity().unwrap());
     }
 
     #[test]
@@ -269,7 +310,7 @@ mod tests {
         let free = TrainConfig {
             save_every: 7,
             skip_bad: true,
-            activation_checkpointing: true,
+            recompute_activations: true,
             ..a.clone()
         };
         assert_eq!(a.identity().unwrap(), free.identity().unwrap());

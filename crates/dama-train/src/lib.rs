@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod observer;
 pub mod optim;
 pub mod order;
+pub mod plan;
 pub mod policy;
 pub mod prepare;
 pub mod ref_cache;
@@ -27,7 +28,7 @@ pub mod run;
 pub mod schedule;
 pub mod step;
 
-pub use config::{LoraSettings, OptimMaster, Precision, TrainConfig};
+pub use config::{LoraSettings, OptimMaster, OptimState, Precision, TrainConfig};
 pub use data::{DataOptions, TrainData, TrainPair};
 pub use error::{Result, TrainError};
 pub use metrics::{MetricsLog, StepMetrics};

@@ -8,10 +8,10 @@ use dama_core::DamaState;
 use dama_llava::{LlavaModel, LoadOptions};
 
 use crate::checkpoint::{self, TrainerState};
-use crate::config::{OptimMaster, TrainConfig};
+use crate::config::{OptimMaster, OptimState, TrainConfig};
 use crate::error::{Context, Result};
 use crate::observer::Observer;
-use crate::optim::{AdamW, AdamWConfig, Master, Param};
+use crate::optim::{AdamW, AdamWConfig, Master, Param, StateFormat};
 use crate::order::Cursor;
 
 /// A policy ready for its next step.
@@ -31,6 +31,10 @@ pub fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
         master: match cfg.optim_master {
             OptimMaster::F32 => Master::F32,
             OptimMaster::Bf16Sr => Master::StochasticBf16 { seed: cfg.seed },
+        },
+        state: match cfg.optim_state {
+            OptimState::F32 => StateFormat::F32,
+            OptimState::Dynamic8 => StateFormat::Dynamic8,
         },
     }
 }
@@ -56,15 +60,8 @@ pub fn build_policy(
     };
     let mut model = LlavaModel::load(&load_from, &opts)
         .with_context(|| format!("loading the policy {}", load_from.display()))?;
-    model.set_activation_checkpointing(cfg.activation_checkpointing);
-    let params: Vec<Param> = model
-        .trainable_vars()
-        .iter()
-        .map(|(name, var)| Param {
-            name: name.clone(),
-            var: var.clone(),
-        })
-        .collect();
+    model.set_recompute_activations(cfg.recompute_activations);
+    let params = Param::all(model.trainable_vars());
     let mut opt = AdamW::new(params, adamw_config(cfg))?;
     let state = match resumed {
         Some((dir, saved)) => {

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use dama_core::{Combine, DamaConfig, Filter, Mode, Preset};
-use dama_train::{LoraSettings, OptimMaster, TrainConfig, train};
+use dama_train::{LoraSettings, OptimMaster, OptimState, TrainConfig, train};
 
 use crate::args::{InputArgs, ModelArgs, choice, paper};
+use crate::commands::plan::{self, PlanArgs};
 use crate::device::{DeviceArgs, describe};
 use crate::progress::Progress;
 use crate::report::{NamedRun, plot_runs};
@@ -21,14 +22,14 @@ pub struct TrainArgs {
     pub ref_model: Option<String>,
     /// Preference data: RLAIF-V parquet (file or folder of shards), JSONL with --images, the
     /// authors' JSON list, or a dataset annotated by `dama-native score` (needed for d2po/dama).
-    #[arg(long)]
-    pub data: PathBuf,
+    #[arg(long, required_unless_present = "plan")]
+    pub data: Option<PathBuf>,
     /// Folder the dataset's image paths are relative to.
     #[arg(long)]
     pub images: Option<PathBuf>,
     /// Output folder: run.json, metrics.jsonl, checkpoints/, final/, plots/.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "plan")]
+    pub out: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint, exactly.
     #[arg(long)]
     pub resume: bool,
@@ -86,11 +87,18 @@ pub struct TrainArgs {
     /// instead of 12; a 7B full fine-tune then fits one 141 GB H200: 98 GB peak at 4 pairs).
     #[arg(long, value_parser = choice::<OptimMaster>(), default_value_t = paper().optim_master)]
     pub optim_master: OptimMaster,
+    /// AdamW's moments: `f32` (exactly torch's AdamW, 8 bytes per parameter) or `8bit`
+    /// (bitsandbytes' block-wise dynamic quantisation: 2 bytes per parameter; tensors under
+    /// 4096 values stay f32). With `--optim-master bf16-sr` a 7B full fine-tune keeps 6 bytes
+    /// of model state per parameter (weights, gradients, moments): 41 GB.
+    #[arg(long, value_parser = choice::<OptimState>(), default_value_t = paper().optim_state)]
+    pub optim_state: OptimState,
     /// Recompute each decoder layer in the backward instead of keeping its activations: the
     /// same numbers with a fraction of the activation memory, for one more forward of the
-    /// language model per pass (larger micro-batches on one GPU). Free to change on resume.
-    #[arg(long)]
-    pub activation_checkpointing: bool,
+    /// language model per pass (larger micro-batches on one GPU); what other frameworks call
+    /// activation or gradient checkpointing. Free to change on resume.
+    #[arg(long, visible_alias = "activation-checkpointing")]
+    pub recompute_activations: bool,
     /// Clip the global gradient norm (0 = no clipping).
     #[arg(long, default_value_t = paper().max_grad_norm.unwrap_or(0.0))]
     pub max_grad_norm: f64,
@@ -129,6 +137,9 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub device: DeviceArgs,
+
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 impl TrainArgs {
@@ -140,7 +151,7 @@ impl TrainArgs {
         TrainConfig {
             model,
             ref_model,
-            data: self.data.clone(),
+            data: self.data.clone().unwrap_or_default(),
             images: self.images.clone(),
             allow_absolute_images: self.input.allow_absolute_images,
             dama: DamaConfig {
@@ -162,6 +173,7 @@ impl TrainArgs {
             adam_beta2: self.adam_beta2,
             adam_eps: self.adam_eps,
             optim_master: self.optim_master,
+            optim_state: self.optim_state,
             max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
             seed: self.seed,
             shuffle: !self.sequential,
@@ -179,13 +191,24 @@ impl TrainArgs {
             save_total_limit: self.save_total_limit,
             skip_bad: self.input.skip_bad,
             ref_cache: self.ref_cache.clone(),
-            activation_checkpointing: self.activation_checkpointing,
+            recompute_activations: self.recompute_activations,
         }
     }
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let device = args.device.device()?;
+    if args.plan.plan {
+        // a GPU's defaults (bf16) when planning for a card from the CPU
+        let gpu = device.is_cuda() || args.plan.gpu_memory.is_some();
+        let path = match plan::plan_model_path(&args.model.model) {
+            Some(p) => p,
+            None => args.model.resolve(&args.model.model)?,
+        };
+        let cfg = args.config(path.clone(), None, gpu);
+        return plan::print_plan(&args.plan, &cfg, &path, &device);
+    }
+    let out = args.out.clone().context("--out is required")?;
     let model = args.model.resolve(&args.model.model)?;
     let ref_model = args
         .ref_model
@@ -193,23 +216,24 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .map(|m| args.model.resolve(m))
         .transpose()?;
     let cfg = args.config(model, ref_model, device.is_cuda());
+    plan::check(&args.plan, &cfg, &cfg.model, &device)?;
     eprintln!(
         "training {} on {} ({}), output in {}",
         cfg.dama.mode,
         describe(&device),
         cfg.precision,
-        args.out.display()
+        out.display()
     );
     let summary =
-        train(&cfg, &args.out, args.resume, &device, &Progress::default()).context("training")?;
+        train(&cfg, &out, args.resume, &device, &Progress::default()).context("training")?;
     let last = summary.steps.last().context("no step was run")?;
     println!(
         "{} steps in {:.1} s: loss {:.4}, reward margin {:+.4}, accuracy {:.2}",
         last.step, summary.seconds, last.loss, last.rewards_margins, last.rewards_accuracies
     );
     println!("model: {}", summary.final_dir.display());
-    println!("metrics: {}", args.out.join("metrics.jsonl").display());
-    let plots_dir = args.out.join("plots");
+    println!("metrics: {}", out.join("metrics.jsonl").display());
+    let plots_dir = out.join("plots");
     std::fs::create_dir_all(&plots_dir)
         .with_context(|| format!("creating {}", plots_dir.display()))?;
     let name = cfg.dama.mode.to_string();

@@ -7,12 +7,21 @@ use wasm_bindgen_futures::JsFuture;
 /// The Cache API bucket for model files; bump the suffix to drop old entries.
 pub const CACHE_NAME: &str = "dama-models-v1";
 
+/// A failed fetch in plain words: a network failure (offline, the site unreachable, blocked)
+/// says so instead of showing the browser's `TypeError` and its stack.
 fn js_err(what: &str) -> impl Fn(JsValue) -> String + '_ {
     move |e| {
-        format!(
-            "{what}: {}",
-            e.as_string().unwrap_or_else(|| format!("{e:?}"))
-        )
+        let (name, message) = super::idb::describe(&e);
+        if name == "TypeError" {
+            format!(
+                "could not download {what}: the browser is offline, or the site cannot be reached"
+            )
+        } else {
+            format!(
+                "{what}: {}",
+                if message.is_empty() { name } else { message }
+            )
+        }
     }
 }
 

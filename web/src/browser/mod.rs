@@ -1,15 +1,42 @@
 //! The browser APIs the explorer uses, each behind a small function: reading picked files,
-//! localStorage, fetching through the Cache API (in the page or the worker), downloads, time.
+//! IndexedDB ([`idb`], and the explorer's stores in [`store`]), fetching through the Cache API
+//! (in the page or the worker), streamed downloads, time.
 
+pub mod download;
 pub mod fetch;
 pub mod files;
-pub mod storage;
+pub mod idb;
+pub mod store;
 
 use wasm_bindgen::JsCast;
 
 /// Milliseconds, for speeds and durations (`Date.now()` works in the page and the worker).
 pub fn now_ms() -> f64 {
     js_sys::Date::now()
+}
+
+/// Lets the browser run other tasks (input, painting) before continuing a long job.
+pub async fn next_tick() {
+    sleep_ms(0).await
+}
+
+/// Resumes after `ms` milliseconds (in the page or a worker).
+pub async fn sleep_ms(ms: u32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set: Option<js_sys::Function> = js_sys::Reflect::get(&global, &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into().ok());
+        match set {
+            Some(set) => {
+                let _ = set.call2(&global, &resolve, &ms.into());
+            }
+            None => {
+                let _ = resolve.call0(&wasm_bindgen::JsValue::NULL);
+            }
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// `href` resolved against the page's address (the worker is started from a blob URL, against
@@ -25,35 +52,9 @@ pub fn absolute_url(href: &str) -> Result<String, String> {
         .map_err(|_| format!("`{href}` is not a URL"))
 }
 
-/// Offers `bytes` as a file download called `name`.
-pub fn download(name: &str, bytes: &[u8], mime: &str) -> Result<(), String> {
-    let err = |e: wasm_bindgen::JsValue| format!("download failed: {e:?}");
-    let array = js_sys::Array::new();
-    array.push(&js_sys::Uint8Array::from(bytes).into());
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type(mime);
-    let blob =
-        web_sys::Blob::new_with_u8_array_sequence_and_options(&array, &options).map_err(err)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(err)?;
-    let document = web_sys::window()
-        .ok_or("no window")?
-        .document()
-        .ok_or("no document")?;
-    let a: web_sys::HtmlAnchorElement = document
-        .create_element("a")
-        .map_err(err)?
-        .dyn_into()
-        .map_err(|_| "not an anchor")?;
-    a.set_href(&url);
-    a.set_download(name);
-    a.click();
-    web_sys::Url::revoke_object_url(&url).map_err(err)?;
-    Ok(())
-}
-
 /// An object URL for a picked file (the worker fetches it like any other URL).
 pub fn object_url(file: &web_sys::File) -> Result<String, String> {
-    web_sys::Url::create_object_url_with_blob(file).map_err(|e| format!("{e:?}"))
+    web_sys::Url::create_object_url_with_blob(file).map_err(|e| idb::describe(&e).1)
 }
 
 /// A `data:` URL showing encoded image bytes.

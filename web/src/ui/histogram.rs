@@ -3,34 +3,44 @@
 use leptos::prelude::*;
 
 use super::state::AppState;
-use crate::histogram::{Histogram, Quantity, histogram};
+use crate::format::{count, fixed};
+use crate::histogram::{Histogram, Quantity, histogram_with};
 
 const W: f64 = 560.0;
 const H: f64 = 200.0;
 const PAD: f64 = 28.0;
+/// Room above the plot for the count, so it never sits on the bars.
+const TOP: f64 = 26.0;
 const BINS: usize = 24;
 
 #[component]
 pub fn Overview() -> impl IntoView {
     let state = expect_context::<AppState>();
     let numbers = move || {
-        state.session.with(|s| {
-            let s = s.as_ref()?;
-            let st = s.stats()?;
+        state.stats.with(|st| {
+            let st = st.as_ref()?;
             let b = st.bands?;
             Some(format!(
-                "δ̄ = {:.4} over {} kept scored pairs · Q1 {:.3} · median {:.3} · Q3 {:.3} · edge cases {}",
-                st.delta_mean?, st.scored, b.q1, b.median, b.q3, st.edge_counts.total()
+                "δ̄ = {} over {} kept scored pairs · Q1 {} · median {} · Q3 {} · edge cases {}",
+                fixed(st.delta_mean, 4),
+                count(st.scored),
+                fixed(Some(b.q1), 3),
+                fixed(Some(b.median), 3),
+                fixed(Some(b.q3), 3),
+                st.edge_counts.total()
             ))
         })
     };
     let chart = move |q: Quantity| {
-        move || {
-            state
-                .session
-                .with(|s| s.as_ref().and_then(|s| histogram(s, q, BINS)))
-                .map(|h| view! { <Chart h=h/> })
-        }
+        let h = Memo::new(move |_| {
+            state.stats.with(|st| {
+                let st = st.as_ref()?;
+                state
+                    .with_session(|s| histogram_with(s, st, q, BINS))
+                    .flatten()
+            })
+        });
+        move || h.get().map(|h| view! { <Chart h=h/> })
     };
     view! {
         <section id="overview" class="overview">
@@ -51,7 +61,7 @@ pub fn Overview() -> impl IntoView {
 pub fn Chart(h: Histogram) -> impl IntoView {
     let x = |v: f64| PAD + h.position(v) * (W - 2.0 * PAD);
     let base = H - PAD;
-    let top = 10.0;
+    let top = TOP;
     let max = h.max_count().max(1) as f64;
     let bw = (W - 2.0 * PAD) / h.counts.len() as f64;
     let bars = h
@@ -74,10 +84,10 @@ pub fn Chart(h: Histogram) -> impl IntoView {
             {bars}
             <line class="mean" x1=mean x2=mean y1=top y2=base/>
             <line class="axis" x1=PAD x2=W - PAD y1=base y2=base/>
-            <text x=PAD y=H - 8.0 class="tick">{format!("{:.3}", h.lo)}</text>
-            <text x=W - PAD y=H - 8.0 class="tick end">{format!("{:.3}", h.hi)}</text>
+            <text x=PAD y=H - 8.0 class="tick">{fixed(Some(h.lo), 3)}</text>
+            <text x=W - PAD y=H - 8.0 class="tick end">{fixed(Some(h.hi), 3)}</text>
             <text x=mean y=H - 8.0 class="tick mid">{format!("{label} {}", if label == "δ" { "δ̄" } else { "=1" })}</text>
-            <text x=W - PAD y=22.0 class="tick end">{format!("n = {}", h.n)}</text>
+            <text x=W - PAD y=16.0 class="tick end count">{format!("n = {}", count(h.n))}</text>
         </svg>
     }
 }

@@ -1,15 +1,20 @@
 //! The Leptos (CSR) components. They render what the plain modules compute and call
 //! [`state::AppState`]'s actions; no decision is made here.
 
+pub mod exporter;
 pub mod histogram;
+pub mod keys;
 pub mod pair;
 pub mod panels;
+pub mod saver;
+pub mod scoring;
 pub mod state;
+pub mod status;
 pub mod table;
 
 use leptos::prelude::*;
 
-use state::{AppState, Message, View};
+use state::{AppState, View};
 
 /// Mounts the explorer into `<body>`.
 pub fn start() {
@@ -20,6 +25,7 @@ pub fn start() {
 pub fn App() -> impl IntoView {
     let state = AppState::with_worker();
     provide_context(state);
+    keys::install(state);
     let tab = move |view: View, id: &'static str, label: &'static str| {
         view! {
             <button id=id class="tab" class:active=move || state.view.get() == view
@@ -36,7 +42,8 @@ pub fn App() -> impl IntoView {
             <panels::ModelPanel/>
             <panels::ScorePanel/>
         </section>
-        <MessageLine/>
+        <status::StatusArea/>
+        <status::ExportDialog/>
         <nav class="tabs">
             {tab(View::Overview, "tab-overview", "Overview")}
             {tab(View::Table, "tab-table", "Pairs")}
@@ -49,16 +56,5 @@ pub fn App() -> impl IntoView {
                 View::Pair => view! { <pair::PairView/> }.into_any(),
             }}
         </main>
-    }
-}
-
-#[component]
-fn MessageLine() -> impl IntoView {
-    let state = expect_context::<AppState>();
-    move || {
-        state.message.get().map(|m| match m {
-            Message::Info(t) => view! { <p id="message" class="message info">{t}</p> },
-            Message::Error(t) => view! { <p id="message" class="message error">{t}</p> },
-        })
     }
 }

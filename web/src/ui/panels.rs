@@ -4,6 +4,7 @@ use leptos::prelude::*;
 
 use super::state::{AppState, ModelState};
 use crate::browser::files::input_of;
+use crate::format::count;
 use crate::hub::DEFAULT_HUB_MODEL;
 use crate::scoring::RunState;
 
@@ -23,14 +24,14 @@ pub fn DatasetPanel() -> impl IntoView {
         }
     });
     let summary = move || {
-        state.session.with(|s| {
-            s.as_ref().map(|s| {
+        state.dataset.with(|d| {
+            d.as_ref().map(|d| {
                 format!(
                     "{} · {} pairs · {} scored · sub-sentences: {}",
-                    s.name,
-                    s.len(),
-                    s.scored_count(),
-                    s.splitter
+                    d.name,
+                    count(d.pairs),
+                    count(d.scored),
+                    d.splitter
                 )
             })
         })
@@ -92,18 +93,39 @@ pub fn ScorePanel() -> impl IntoView {
     let p = state.progress;
     let text = move || {
         let p = p.get();
+        let workers = match state.workers() {
+            1 => String::new(),
+            n => format!(" in {n} workers"),
+        };
         let speed = p
             .pairs_per_s
-            .map(|s| format!(" · {s:.1} pairs/s"))
+            .map(|s| format!(" · {s:.1} pairs/s{workers}"))
             .unwrap_or_default();
-        let what = match p.state {
-            RunState::Idle => "not started",
-            RunState::Running => "scoring",
-            RunState::Cancelled => "cancelled",
-            RunState::Finished => "done",
-        };
-        format!("{} / {} {what}{speed}", p.done, p.total)
+        let scored = state
+            .dataset
+            .with(|d| d.as_ref().map(|d| (d.scored, d.pairs)));
+        match (p.state, scored) {
+            (_, None) => "load a dataset, then a model, then press Score".to_owned(),
+            (RunState::Idle, Some((done, all))) => {
+                format!(
+                    "{} of {} pairs scored; not scoring",
+                    count(done),
+                    count(all)
+                )
+            }
+            (state, _) => {
+                let what = match state {
+                    RunState::Running => "scoring",
+                    RunState::Cancelled => "cancelled",
+                    _ => "done",
+                };
+                format!("{} / {} {what}{speed}", count(p.done), count(p.total))
+            }
+        }
     };
+    // "Clear scores" asks first: it throws away work that may have taken hours.
+    let confirm_clear = RwSignal::new(false);
+    let scored = move || state.dataset.with(|d| d.as_ref().map_or(0, |d| d.scored));
     let state_name = move || format!("{:?}", p.get().state).to_lowercase();
     view! {
         <div class="panel">
@@ -120,7 +142,19 @@ pub fn ScorePanel() -> impl IntoView {
                 data-done=move || p.get().done.to_string() data-total=move || p.get().total.to_string()>{text}</p>
             <div class="row">
                 <button id="export" on:click=move |_| state.export()>"Export curated JSONL"</button>
-                <button id="clear-scores" class="quiet" on:click=move |_| state.clear_scores()>"Clear scores"</button>
+                {move || if confirm_clear.get() {
+                    view! {
+                        <span class="confirm">{format!("Clear all {} scores?", count(scored()))}
+                            <button id="clear-scores-yes" on:click=move |_| { confirm_clear.set(false); state.clear_scores(); }>"Yes, clear them"</button>
+                            <button id="clear-scores-no" class="quiet" on:click=move |_| confirm_clear.set(false)>"Keep them"</button>
+                        </span>
+                    }.into_any()
+                } else {
+                    view! {
+                        <button id="clear-scores" class="quiet" disabled=move || scored() == 0
+                            on:click=move |_| confirm_clear.set(true)>"Clear scores"</button>
+                    }.into_any()
+                }}
             </div>
         </div>
     }

@@ -47,8 +47,10 @@ fn bench_shape(dir: &Path, shape: &str, new_tokens: usize, repeat: usize) -> Res
         .with_context(|| format!("loading {}", dir.display()))?;
     let ids: Vec<Vec<u32>> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("bench_prompts.json"))?)?;
-    let pixels = candle_core::safetensors::load(dir.join("bench_pixels.safetensors"), &Device::Cpu)?
-        ["pixel_values"]
+    let pixels = candle_core::safetensors::load(
+        dir.join("bench_pixels.safetensors"),
+        &Device::Cpu,
+    )?["pixel_values"]
         .to_dtype(DType::F32)?;
     for (name, batch, beams) in [
         ("greedy", 1, 1),

@@ -134,14 +134,9 @@ impl AmberData {
                 l.strip_suffix('\r').unwrap_or(l).to_owned()
             })
             .collect();
-        let queries_path = dir.join("query").join("query_all.json");
+        let queries_path = queries_file(dir);
         let queries = if queries_path.is_file() {
-            #[derive(Deserialize)]
-            struct Query {
-                id: i64,
-                query: String,
-            }
-            let list: Vec<Query> = read_json(&queries_path)?;
+            let list = read_queries(dir)?;
             Some(list.into_iter().map(|q| (q.id, q.query)).collect())
         } else {
             None
@@ -155,4 +150,55 @@ impl AmberData {
             queries,
         })
     }
+}
+
+/// One line of AMBER's `query/query_all.json`: the id, the image's file name in AMBER's image
+/// folder, the question.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Query {
+    pub id: i64,
+    pub image: String,
+    pub query: String,
+}
+
+pub fn queries_file(dir: &Path) -> PathBuf {
+    dir.join("query").join("query_all.json")
+}
+
+/// Every query, in the file's order.
+pub fn read_queries(dir: &Path) -> Result<Vec<Query>, EvalError> {
+    read_json(&queries_file(dir))
+}
+
+/// The queries as a generator takes them (the answer's `id` is AMBER's id), the images in
+/// `images` (AMBER's `image/` folder); a query whose image is not there is an error naming it.
+pub fn benchmark_questions(
+    dir: &Path,
+    images: &Path,
+) -> Result<Vec<crate::answers::BenchmarkQuestion>, EvalError> {
+    let path = queries_file(dir);
+    read_queries(dir)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let image = images.join(&q.image);
+            if !image.is_file() {
+                return Err(EvalError::at(
+                    &path,
+                    None,
+                    Some(format!("#{} (id {})", i + 1, q.id)),
+                    format!(
+                        "field `image` names {}, which is not in {}",
+                        q.image,
+                        images.display()
+                    ),
+                ));
+            }
+            Ok(crate::answers::BenchmarkQuestion {
+                id: q.id.to_string(),
+                question: q.query,
+                image: crate::answers::ImageSource::Path(image),
+            })
+        })
+        .collect()
 }

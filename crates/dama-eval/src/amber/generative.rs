@@ -16,7 +16,7 @@ use crate::nlp::{NounLemmatizer, PerceptronTagger, WordTokenizer};
 pub struct NounFinder<'a> {
     pub tokenizer: &'a WordTokenizer,
     pub lemmatizer: &'a NounLemmatizer,
-    /// NLTK's tagger; without it every token passes the noun filter (see the README).
+    /// NLTK's tagger; without it every token passes the noun filter (README.md, "Measuring hallucination").
     pub tagger: Option<&'a PerceptronTagger>,
 }
 

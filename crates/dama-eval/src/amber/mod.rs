@@ -301,6 +301,13 @@ fn lookup<'a>(
     answers: &Answers,
     record: &crate::answers::AnswerRecord,
 ) -> Result<&'a Annotation, EvalError> {
+    if record.image_id.is_some() {
+        return Err(answers.error(
+            record,
+            "field `image_id`: AMBER's answers carry AMBER's `id` and no `image_id`: is this \
+             an answers file of another benchmark (Object HalBench)?",
+        ));
+    }
     let raw = record
         .id
         .as_ref()
@@ -312,7 +319,7 @@ fn lookup<'a>(
             answers.error(
                 record,
                 format!(
-                    "id {} is not one of AMBER's ids 1..={n} ({}): is this an answers file of another benchmark?",
+                    "field `id`: {} is not one of AMBER's ids 1..={n} ({}): is this an answers file of another benchmark?",
                     show(raw),
                     data.dir.join("annotations.json").display()
                 ),
@@ -325,7 +332,7 @@ fn lookup<'a>(
     {
         return Err(answers.error(
             record,
-            format!("the answer is to {asked:?}, but AMBER's query {id} is {query:?}: is this an answers file of another benchmark?"),
+            format!("field `question`: the answer is to {asked:?}, but AMBER's query {id} is {query:?}: is this an answers file of another benchmark?"),
         ));
     }
     Ok(&data.annotations[id as usize - 1])

@@ -120,7 +120,7 @@ pub fn merge_answers(
         .filter(|&i| i < records.len())
         .ok_or_else(|| {
             answers.error(record, format!(
-                "not one of MMHal-Bench's {} questions (ids 0..{}): is this an answers file of another benchmark?",
+                "field `id`: not one of MMHal-Bench's {} questions (ids 0..{}): is this an answers file of another benchmark?",
                 records.len(), records.len()
             ))
         })?;
@@ -129,7 +129,7 @@ pub fn merge_answers(
             && !asked.contains(records[index].question.as_str())
         {
             return Err(answers.error(record, format!(
-                "the answer is to {asked:?}, but MMHal-Bench's question {index} is {:?}: is this an answers file of another benchmark?",
+                "field `question`: the answer is to {asked:?}, but MMHal-Bench's question {index} is {:?}: is this an answers file of another benchmark?",
                 records[index].question
             )));
         }

@@ -2,7 +2,7 @@
 //! identical: `nltk.word_tokenize` (Punkt sentences, then the improved Treebank tokenizer),
 //! `WordNetLemmatizer().lemmatize(w)` (noun morphy) and `nltk.pos_tag` (the averaged
 //! perceptron, given its weights). The behaviour is NLTK 3.10.4's, the release `pip install
-//! nltk` gives (see README for what differs in the 3.8 releases the benchmarks were run with).
+//! nltk` gives; the benchmarks' authors ran older releases, whose differences were not checked.
 //!
 //! Python's `re` and Rust's regexes agree on the patterns used here except in their Unicode
 //! classes: Python's `\w` is `str.isalnum() or "_"`, Rust's adds combining marks and connector

@@ -4,8 +4,8 @@
 //! `nltk.download("averaged_perceptron_tagger_eng")` writes).
 //!
 //! NLTK's trained weights are on no package registry (PyPI, npm and Debian were checked; see
-//! the crate README), so the project cannot ship them: a user who has them passes the folder,
-//! and AMBER's noun filter is then NLTK's exactly. The algorithm is checked against NLTK on
+//! README.md, "Measuring hallucination"), so the project cannot ship them: a user who has
+//! them passes the folder, and AMBER's noun filter is then NLTK's exactly. The algorithm is checked against NLTK on
 //! small synthetic weights.
 
 use std::collections::HashMap;

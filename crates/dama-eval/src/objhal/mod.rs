@@ -63,7 +63,11 @@ pub fn items(
         let image_id = as_int(raw).ok_or_else(|| {
             answers.error(
                 r,
-                format!("image id {} is not an integer COCO image id", show(raw)),
+                format!(
+                    "field `{}`: {} is not an integer COCO image id",
+                    id_field(r),
+                    show(raw)
+                ),
             )
         })?;
         let mut question = r.question.clone();
@@ -72,8 +76,9 @@ pub fn items(
                 answers.error(
                     r,
                     format!(
-                        "image_id {image_id} is not one of the benchmark's {} questions: \
-                         is this an answers file of another benchmark?",
+                        "field `{}`: image {image_id} is not one of the benchmark's {} \
+                         questions: is this an answers file of another benchmark?",
+                        id_field(r),
                         by_image.len()
                     ),
                 )
@@ -84,7 +89,7 @@ pub fn items(
                 return Err(answers.error(
                     r,
                     format!(
-                        "the answer is to {asked:?}, but the benchmark asks {:?} for image {image_id}: \
+                        "field `question`: the answer is to {asked:?}, but the benchmark asks {:?} for image {image_id}: \
                          is this an answers file of another benchmark?",
                         q.question
                     ),
@@ -100,6 +105,15 @@ pub fn items(
         });
     }
     Ok(out)
+}
+
+/// The field an answer's image id was read from.
+fn id_field(r: &crate::answers::AnswerRecord) -> &'static str {
+    if r.image_id.is_some() {
+        "image_id"
+    } else {
+        "id"
+    }
 }
 
 /// The same question, allowing for an image placeholder or template text around it.
@@ -357,20 +371,46 @@ impl Prepared {
         inputs: &Inputs,
         lemmatizer: crate::nlp::NounLemmatizer,
     ) -> Result<Self, EvalError> {
-        let finder = WordFinder {
-            tokenizer: crate::nlp::WordTokenizer::new(),
-            lemmatizer,
-            synonyms: Synonyms::load(inputs.synonyms)?,
-        };
         let questions = inputs
             .questions
             .map(questions::read_questions)
             .transpose()?;
         let answers = Answers::read(inputs.answers)?;
-        let items = items(&answers, questions.as_deref())?;
+        Self::new(
+            finder(inputs.synonyms, lemmatizer)?,
+            questions.as_deref(),
+            answers,
+            inputs.coco,
+        )
+    }
+
+    /// From files already read: the answers checked against the questions (when given) and
+    /// against COCO (every answered image must have annotations), the ground truth built.
+    pub fn new(
+        finder: WordFinder,
+        questions: Option<&[ObjHalQuestion]>,
+        answers: Answers,
+        coco_dir: &std::path::Path,
+    ) -> Result<Self, EvalError> {
+        let items = items(&answers, questions)?;
         let images: HashSet<i64> = items.iter().map(|i| i.image_id).collect();
-        let coco = CocoAnnotations::read(inputs.coco, &images)?;
-        let truth = ground_truth(&coco, &finder, &images, inputs.coco)?;
+        let coco = CocoAnnotations::read(coco_dir, &images)?;
+        for item in &items {
+            let id = item.image_id;
+            if !coco.instances.contains_key(&id) && !coco.captions.contains_key(&id) {
+                let record = &answers.records[item.record];
+                return Err(answers.error(
+                    record,
+                    format!(
+                        "field `{}`: image {id} has no COCO annotations in {}: is this \
+                         an answers file of another benchmark, or are COCO's files incomplete?",
+                        id_field(record),
+                        list(&coco.files)
+                    ),
+                ));
+            }
+        }
+        let truth = ground_truth(&coco, &finder, &images, coco_dir)?;
         Ok(Self {
             finder,
             answers,
@@ -378,4 +418,16 @@ impl Prepared {
             truth,
         })
     }
+}
+
+/// The offline word finder over the synonyms file.
+pub fn finder(
+    synonyms: &std::path::Path,
+    lemmatizer: crate::nlp::NounLemmatizer,
+) -> Result<WordFinder, EvalError> {
+    Ok(WordFinder {
+        tokenizer: crate::nlp::WordTokenizer::new(),
+        lemmatizer,
+        synonyms: Synonyms::load(synonyms)?,
+    })
 }

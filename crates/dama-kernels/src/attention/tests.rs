@@ -1,5 +1,5 @@
 use super::*;
-use crate::reference;
+use crate::composed;
 use crate::testing::{Rng, finite_difference_error, grads, objective, rel_err};
 use candle_core::{DType, Var};
 
@@ -66,7 +66,7 @@ fn dense(c: &Case, dtype: DType) -> Tensor {
     let (b, t) = (c.mask.rows(), c.mask.seq_len());
     Tensor::from_vec(c.mask.to_additive(-1e30), (b, 1, t, t), &Device::Cpu)
         .unwrap()
-        .to_dtype(reference::compute_dtype(dtype))
+        .to_dtype(composed::compute_dtype(dtype))
         .unwrap()
 }
 
@@ -74,7 +74,7 @@ fn dense(c: &Case, dtype: DType) -> Tensor {
 fn compare(c: &Case, tol_out: f64, tol_grad: f64) {
     let (q, k, v) = (c.q.as_tensor(), c.k.as_tensor(), c.v.as_tensor());
     let y = attention(q, k, v, &c.mask, c.scale).unwrap();
-    let want = reference::attention(q, k, v, &dense(c, q.dtype()), c.scale).unwrap();
+    let want = composed::attention(q, k, v, &dense(c, q.dtype()), c.scale).unwrap();
     let live = c.cot.ne(0.0).unwrap().to_dtype(y.dtype()).unwrap();
     let e = rel_err(&(&y * &live).unwrap(), &(&want * &live).unwrap());
     assert!(e < tol_out, "output: {e:e}");
@@ -155,9 +155,9 @@ fn bf16_is_at_least_as_close_to_f32_as_the_eager_bf16_composition() {
     let c = case([2, 36, 4, 2, 32], mask, DType::BF16, 6);
     let up = |v: &Var| Var::from_tensor(&v.to_dtype(DType::F32).unwrap()).unwrap();
     let (q32, k32, v32) = (up(&c.q), up(&c.k), up(&c.v));
-    let want = reference::attention(&q32, &k32, &v32, &dense(&c, DType::F32), c.scale).unwrap();
+    let want = composed::attention(&q32, &k32, &v32, &dense(&c, DType::F32), c.scale).unwrap();
     let y = attention(&c.q, &c.k, &c.v, &c.mask, c.scale).unwrap();
-    let eager = reference::attention(&c.q, &c.k, &c.v, &dense(&c, DType::BF16), c.scale).unwrap();
+    let eager = composed::attention(&c.q, &c.k, &c.v, &dense(&c, DType::BF16), c.scale).unwrap();
     let live = c.cot.ne(0.0).unwrap().to_dtype(DType::F32).unwrap();
     let err = |t: &Tensor| {
         rel_err(

@@ -9,7 +9,7 @@ use super::session::{Session, host_rows};
 use super::*;
 use crate::llama::AttentionInputs;
 use crate::params::Grad;
-use crate::random::random_checkpoint;
+use crate::random::random_weights;
 use crate::{LlavaConfig, LoadOptions, ops};
 
 const IMAGE: u32 = 60;
@@ -21,8 +21,8 @@ fn model() -> LlavaModel {
         "text_config": {"hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 3,
                         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64}}"#;
     let cfg = LlavaConfig::from_json_str(text, std::path::Path::new("inline")).unwrap();
-    let ckpt = random_checkpoint(&cfg, 11).unwrap();
-    LlavaModel::from_checkpoint(cfg, ckpt, &LoadOptions::default()).unwrap()
+    let ckpt = random_weights(&cfg, 11).unwrap();
+    LlavaModel::from_weights(cfg, ckpt, &LoadOptions::default()).unwrap()
 }
 
 /// `<s>`, the image, then `extra` text tokens.

@@ -8,10 +8,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use dama_kernels::{AttnMask, reference};
+use dama_kernels::{AttnMask, composed};
 use dama_llava::Grad;
 use dama_llava::config::TextConfig;
-use dama_llava::decoder::{DecoderLayer, LayerBackward, layer_forward};
+use dama_llava::decoder::{DecoderLayer, LayerBackward, LayerRun, layer_forward};
 use dama_llava::linear::Linear;
 use dama_llava::llama::AttentionInputs;
 use serde_json::json;
@@ -112,7 +112,7 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
         if fused {
             dama_kernels::rms_norm(x, &w.norm, 1e-5)
         } else {
-            reference::rms_norm(x, &w.norm, 1e-5)
+            composed::rms_norm(x, &w.norm, 1e-5)
         }
     };
     let heads = |x: Tensor| x.reshape((b, t, h, hd));
@@ -128,9 +128,11 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
             &layer.layer,
             &x,
             &layer.att,
-            Grad::Track,
-            mode,
-            false,
+            LayerRun {
+                grad: Grad::Track,
+                backward: mode,
+                recompute: false,
+            },
         )?
     } else {
         let xn = rms(&x)?;
@@ -143,9 +145,9 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
             let k = dama_kernels::rope(&k, cos, sin)?;
             dama_kernels::attention(&q, &k, &v, mask, scale)?
         } else {
-            let q = reference::rope(&q, cos, sin)?;
-            let k = reference::rope(&k, cos, sin)?;
-            reference::attention(&q, &k, &v, dense, scale)?
+            let q = composed::rope(&q, cos, sin)?;
+            let k = composed::rope(&k, cos, sin)?;
+            composed::attention(&q, &k, &v, dense, scale)?
         };
         let x = (x + y.reshape((b * t, d))?.matmul(&w.wo)?)?;
         let xn = rms(&x)?;
@@ -153,7 +155,7 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
         let m = if fused {
             dama_kernels::swiglu(&g, &u)?
         } else {
-            reference::swiglu(&g, &u)?
+            composed::swiglu(&g, &u)?
         };
         (x + m.matmul(&w.w2)?)?
     };
@@ -165,7 +167,7 @@ fn forward(z: Dims, w: &Weights, kind: Kind, inp: &Inputs, layer: &Layer) -> Res
     let lp = if fused {
         dama_kernels::token_logprobs(&hs, &w.emb, &tgt, dama_kernels::DEFAULT_VOCAB_CHUNK)?
     } else {
-        reference::token_logprobs(&hs, &w.emb, &tgt)?
+        composed::token_logprobs(&hs, &w.emb, &tgt)?
     };
     lp.sum_all()?.neg()
 }

@@ -292,21 +292,26 @@ pub fn run(gpu: &Device, only: Option<&str>) -> Result<bool> {
 /// The fused AdamW update (`dama_kernels::adamw`), CUDA against CPU: four steps from the same
 /// variable and gradients, for f32 and bf16 variables and gradients, weight decay on and off
 /// (and with it a clipping coefficient, `AdamWStep::with_grad_scale`);
-/// the variable, the master and both moments compared afterwards. Both devices round the same
+/// the variable, the master and both moments compared afterwards; with 8-bit moments
+/// (`StateFormat::Dynamic8`) their codes and block absmaxes too. Both devices round the same
 /// f32 operations in the same order, so the expected error is 0.
 fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
-    use dama_kernels::adamw::{AdamWState, AdamWStep, Master};
+    use dama_kernels::adamw::{AdamWState, AdamWStep, Master, Moment, StateFormat};
     let mut all_ok = true;
     let shape: &[usize] = &[3, 100_003];
     let tol = 1e-6;
     // (variable dtype, master layout): the f32 master, and bf16 as its own master with
     // stochastic rounding (the random bits are a hash of (seed, step, index) on both devices)
+    let sr_master = Master::StochasticBf16 { seed: 1234 };
     let layouts = [
-        (DType::F32, Master::F32),
-        (DType::BF16, Master::F32),
-        (DType::BF16, Master::StochasticBf16 { seed: 1234 }),
+        (DType::F32, Master::F32, StateFormat::F32),
+        (DType::BF16, Master::F32, StateFormat::F32),
+        (DType::BF16, sr_master, StateFormat::F32),
+        (DType::F32, Master::F32, StateFormat::Dynamic8),
+        (DType::BF16, Master::F32, StateFormat::Dynamic8),
+        (DType::BF16, sr_master, StateFormat::Dynamic8),
     ];
-    for (var_dtype, master) in layouts {
+    for (var_dtype, master, format) in layouts {
         for grad_dtype in [DType::F32, DType::BF16] {
             for wd in [0.0, 0.01] {
                 let sr = if matches!(master, Master::F32) {
@@ -316,8 +321,13 @@ fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
                 };
                 // the weight-decay cases also scale the gradient (clipping's coefficient)
                 let clip = (wd != 0.0).then_some(0.37);
+                let eight = if format == StateFormat::Dynamic8 {
+                    " 8bit"
+                } else {
+                    ""
+                };
                 let name = format!(
-                    "adamw var {var_dtype:?}{sr} grad {grad_dtype:?} wd {wd}{}",
+                    "adamw var {var_dtype:?}{sr}{eight} grad {grad_dtype:?} wd {wd}{}",
                     clip.map_or(String::new(), |c| format!(" clip {c}"))
                 );
                 if only.is_some_and(|p| !name.starts_with(p)) {
@@ -325,7 +335,7 @@ fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
                 }
                 let run = |dev: &Device| -> Result<Vec<Tensor>> {
                     let var = Var::from_tensor(&randn(1, shape, 1.0, var_dtype, dev)?)?;
-                    let state = AdamWState::with_master(var.as_tensor(), master)?;
+                    let state = AdamWState::with_options(var.as_tensor(), master, format)?;
                     for t in 1..=4u64 {
                         let g = randn(10 + t, shape, 0.1 * t as f64, grad_dtype, dev)?;
                         let mut step = AdamWStep::new(1e-3 * t as f64, 0.9, 0.999, 1e-8, wd, t);
@@ -340,6 +350,15 @@ fn adamw(gpu: &Device, only: Option<&str>) -> Result<bool> {
                         state.exp_avg_sq()?,
                     ];
                     out.extend(state.master()?);
+                    for m in [Moment::ExpAvg, Moment::ExpAvgSq] {
+                        out.extend(
+                            state
+                                .codes(m)?
+                                .map(|c| c.to_dtype(DType::F32))
+                                .transpose()?,
+                        );
+                        out.extend(state.absmax(m)?);
+                    }
                     Ok(out)
                 };
                 let errs = run(&Device::Cpu).and_then(|c| {

@@ -8,8 +8,8 @@
 //!                                      --only, then the tiny LLaVA's log-probs and gradients
 //! gpu_bench ops [--iters N]            fused vs composed fwd+bwd per op at the block's shapes
 //! gpu_bench block [--iters N]          the block probe (fused and composed), vs torch_block.py
-//! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|candle]
-//!                [--layer-backward manual|autograd] [--activation-checkpointing]
+//! gpu_bench step --model 1b|7b [--pairs N] [--steps N] [--optim fused|fused-sr|fused-8bit|fused-sr-8bit|candle]
+//!                [--layer-backward manual|autograd] [--recompute-activations]
 //!                                      one DAMA step, vs torch_dpo_step.py, then one more
 //!                                      timed phase by phase (`phases_ms`); AdamW fused (fp32
 //!                                      master + moments, the default), fused-sr (bf16 master,
@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
                 Some("autograd") => dama_llava::LayerBackward::Autograd,
                 Some(o) => anyhow::bail!("--layer-backward {o}: manual or autograd"),
             };
-            let ckpt = args.iter().any(|a| a == "--activation-checkpointing");
+            let ckpt = args.iter().any(|a| a == "--recompute-activations");
             step::run(&dev, &model, pairs, steps, &optim, layer_backward, ckpt)?;
         }
         other => anyhow::bail!("unknown mode {other} (check, ops, block, step)"),

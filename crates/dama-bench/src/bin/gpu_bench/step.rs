@@ -10,7 +10,9 @@
 //! The optimizer (`--optim`): `fused` (the default) is the product's `--optim-master f32`, fp32
 //! master weights and fp32 moments (`dama_train::optim::AdamW`); `fused-sr` its
 //! `--optim-master bf16-sr`, no master copy, the bf16 weights their own master rounded
-//! stochastically (8 bytes of state per parameter instead of 12: what fits 7b); `candle` is
+//! stochastically (8 bytes of state per parameter instead of 12: what fits 7b); a `-8bit`
+//! suffix (`fused-8bit`, `fused-sr-8bit`) is `--optim-state 8bit`, the moments in block-wise
+//! 8 bits (2 bytes per parameter instead of 8); `candle` is
 //! `candle_nn::AdamW` (moments in bf16, no master) after the trainer's own gradients, for
 //! comparison.
 
@@ -25,10 +27,10 @@ use candle_nn::{Optimizer, ParamsAdamW};
 use dama_clip::config::ClipVisionConfig;
 use dama_core::{DamaConfig, DamaState};
 use dama_llava::{
-    Checkpoint, EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel,
-    LoadOptions, PairBatch, Trainable,
+    EncodedAnswer, EncodedPair, Images, LayerBackward, LlavaConfig, LlavaModel, LoadOptions,
+    PairBatch, Trainable, WeightFiles,
 };
-use dama_train::optim::{AdamW, AdamWConfig, Master, Param};
+use dama_train::optim::{AdamW, AdamWConfig, Master, Param, StateFormat};
 use dama_train::step::{BatchRefs, StepSettings, gradients, train_step};
 use serde_json::json;
 
@@ -267,6 +269,10 @@ pub enum Optim {
 
 impl Optim {
     pub fn new(kind: &str, params: Vec<Param>) -> Result<Self> {
+        let (kind, state) = match kind.strip_suffix("-8bit") {
+            Some(k) => (k, StateFormat::Dynamic8),
+            None => (kind, StateFormat::F32),
+        };
         let master = match kind {
             "fused" => Master::F32,
             "fused-sr" => Master::StochasticBf16 { seed: 0 },
@@ -286,10 +292,13 @@ impl Optim {
                 )?;
                 return Ok(Self::Candle { opt, params, bytes });
             }
-            other => anyhow::bail!("unknown optimizer {other} (fused, fused-sr, candle)"),
+            other => anyhow::bail!(
+                "unknown optimizer {other} (fused, fused-sr, fused-8bit, fused-sr-8bit, candle)"
+            ),
         };
         let cfg = AdamWConfig {
             master,
+            state,
             ..AdamWConfig::default()
         };
         Ok(Self::Product(AdamW::new(params, cfg)?))
@@ -352,7 +361,7 @@ pub fn run(
     steps: usize,
     optim: &str,
     layer_backward: LayerBackward,
-    activation_checkpointing: bool,
+    recompute_activations: bool,
 ) -> Result<()> {
     let text_len = 160;
     let cfg = config(lm)?;
@@ -363,26 +372,19 @@ pub fn run(
         device: dev.clone(),
         trainable: Trainable::Full,
     };
-    let mut model = LlavaModel::from_checkpoint(
+    let mut model = LlavaModel::from_weights(
         cfg.clone(),
-        Checkpoint::from_tensors(weights, "random (GPU)"),
+        WeightFiles::from_tensors(weights, "random (GPU)"),
         &opts,
     )?;
     model.set_layer_backward(layer_backward);
-    model.set_activation_checkpointing(activation_checkpointing);
+    model.set_recompute_activations(recompute_activations);
     dev.synchronize()?;
     eprintln!(
         "llava-{lm}: random weights on the GPU in {:.1} s",
         t0.elapsed().as_secs_f64()
     );
-    let params: Vec<Param> = model
-        .trainable_vars()
-        .iter()
-        .map(|(name, var)| Param {
-            name: name.clone(),
-            var: var.clone(),
-        })
-        .collect();
+    let params = Param::all(model.trainable_vars());
     let n_train: usize = params.iter().map(|p| p.var.elem_count()).sum();
     let mut opt = Optim::new(optim, params)?;
     dev.synchronize()?;
@@ -437,11 +439,12 @@ pub fn run(
         vision: vit_params,
     };
     let lm_tokens = pairs * (seq + text_len / 2);
+    let planned = planned_peak_gib(&cfg, pairs, text_len, optim, recompute_activations, dev)?;
     println!(
         "{}",
         json!({"config": format!("llava-{lm}"), "optim": optim,
                "layer_backward": format!("{layer_backward:?}").to_lowercase(),
-               "activation_checkpointing": activation_checkpointing,
+               "recompute_activations": recompute_activations,
                // dama_kernels::cuda_device's pool threshold and event tracking (or CUDA's defaults)
                "cuda_defaults": std::env::var("DAMA_CUDA_DEFAULTS").as_deref() == Ok("1"),
                "optim_state_gib": opt.state_bytes() as f64 / (1u64 << 30) as f64,
@@ -452,6 +455,9 @@ pub fn run(
                "mfu_executed": flops.executed() / step / PEAK_BF16,
                "mfu_vs_989_anchor_flops": flops.anchor() / step / PEAK_BF16,
                "device_mem_used_gib_max_after_step": peak,
+               // dama_train::plan's peak for this very shape and settings (compare with the
+               // stage's nvidia-smi peak, peak_mem_mib)
+               "planned_peak_gib": planned,
                "phases_ms": {"vision": phases.vision, "reference": reference_ms,
                              "policy_forward": phases.forward, "backward": phases.backward,
                              "optimizer": phases.optimizer},
@@ -461,6 +467,51 @@ pub fn run(
                "profile": profile})
     );
     Ok(())
+}
+
+/// The memory planner's peak (GiB) for the bench step: bf16 weights, the `optim` layout,
+/// `pairs` pairs of 1 + 576 + prompt tokens of prefix and `text_len / 2`-token answers.
+fn planned_peak_gib(
+    cfg: &LlavaConfig,
+    pairs: usize,
+    text_len: usize,
+    optim: &str,
+    checkpointing: bool,
+    dev: &Device,
+) -> Result<Option<f64>> {
+    use dama_train::plan::{PlanSettings, Sequence, ZeroStage, plan};
+    use dama_train::{OptimMaster, OptimState, Precision};
+    let master = match optim.trim_end_matches("-8bit") {
+        "fused" => OptimMaster::F32,
+        "fused-sr" => OptimMaster::Bf16Sr,
+        _ => return Ok(None),
+    };
+    let answer = text_len / 2;
+    let settings = PlanSettings {
+        precision: Precision::Bf16,
+        master,
+        state: if optim.ends_with("-8bit") {
+            OptimState::Dynamic8
+        } else {
+            OptimState::F32
+        },
+        lora: None,
+        batch_size: pairs,
+        micro_batch: pairs,
+        sequence: Sequence {
+            prefix: 1 + 576 + (text_len - answer - 1),
+            answer,
+        },
+        shared_prefix: true,
+        recompute_activations: checkpointing,
+        world_size: 1,
+        zero: ZeroStage::Zero0,
+        reference_resident: false,
+        cuda: dev.is_cuda(),
+    };
+    Ok(Some(
+        plan(cfg, &settings)?.peak as f64 / (1u64 << 30) as f64,
+    ))
 }
 
 /// The FLOPs of one bench step (multiply-adds count 2).

@@ -17,7 +17,7 @@ enum Store {
 }
 
 /// Where the weights come from, and the names of all tensors in it.
-pub struct Checkpoint {
+pub struct WeightFiles {
     store: Store,
     /// Tensor name → shape.
     shapes: BTreeMap<String, Vec<usize>>,
@@ -30,7 +30,7 @@ struct Index {
     weight_map: BTreeMap<String, String>,
 }
 
-impl Checkpoint {
+impl WeightFiles {
     /// Opens the weights of a model folder: `model.safetensors.index.json` and its shards if
     /// present, else `model.safetensors`.
     pub fn open_dir(dir: &Path) -> Result<Self> {
@@ -243,7 +243,7 @@ impl KeyLayout {
     }
 
     /// Finds the layout by probing one tensor of each part.
-    pub fn detect(ckpt: &Checkpoint, tied_embeddings: bool) -> Result<Self> {
+    pub fn detect(ckpt: &WeightFiles, tied_embeddings: bool) -> Result<Self> {
         let find = |candidates: &[&str], probe: &str, what: &str| -> Result<String> {
             candidates
                 .iter()
@@ -307,9 +307,9 @@ impl KeyLayout {
 mod tests {
     use super::*;
 
-    fn ckpt(names: &[&str]) -> Checkpoint {
+    fn ckpt(names: &[&str]) -> WeightFiles {
         let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
-        Checkpoint::from_tensors(
+        WeightFiles::from_tensors(
             names.iter().map(|n| (n.to_string(), t.clone())).collect(),
             "test",
         )
