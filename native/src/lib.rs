@@ -2,11 +2,14 @@
 //! commands; the training itself is `dama_train`'s. Kept as a library so integration tests can
 //! drive the same code.
 
+pub mod answers_file;
 pub mod args;
 pub mod commands;
 pub mod demo;
 pub mod device;
+pub mod generator;
 pub mod hub;
 pub mod plots;
 pub mod progress;
+pub mod questions;
 pub mod report;

@@ -30,6 +30,8 @@ enum Command {
     RefLogps(commands::ref_logps::RefLogpsArgs),
     /// Fine-tune LLaVA-1.5 with DPO, D²PO, MDPO or DAMA (defaults: the paper's settings).
     Train(Box<commands::train::TrainArgs>),
+    /// Answer questions about images with a model (greedy, beam search or sampling), resumable.
+    Generate(Box<commands::generate::GenerateArgs>),
     /// The end-to-end demo (also what runs with no command).
     Demo(commands::demo::DemoArgs),
     /// Measure hallucination: Object HalBench, AMBER, judged benchmarks (MMHal-, LLaVA-Bench).
@@ -44,6 +46,7 @@ fn main() -> Result<()> {
         Some(Command::Score(args)) => commands::score::run(&args),
         Some(Command::RefLogps(args)) => commands::ref_logps::run(&args),
         Some(Command::Train(args)) => commands::train::run(&args),
+        Some(Command::Generate(args)) => commands::generate::run(&args),
         Some(Command::Eval(args)) => commands::eval::run(&args),
         Some(Command::InitTiny(args)) => commands::init_tiny::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),

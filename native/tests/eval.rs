@@ -123,6 +123,8 @@ mod design;
 mod flags;
 #[path = "eval/judge.rs"]
 mod judge;
+#[path = "eval/model.rs"]
+mod model;
 #[path = "eval/objhal.rs"]
 mod objhal;
 #[path = "eval/server.rs"]

@@ -75,6 +75,9 @@ pub struct LlavaConfig {
     pub tie_word_embeddings: bool,
     pub pad_token_id: Option<u32>,
     pub bos_token_id: Option<u32>,
+    /// Tokens that end an answer (`text_config.eos_token_id`, one id or a list; LLaMA's `</s>`
+    /// = 2 when absent): where generation stops.
+    pub eos_token_ids: Vec<u32>,
     /// The whole `config.json`, written back unchanged (but for the dtype) on save.
     pub raw: serde_json::Value,
 }
@@ -121,6 +124,7 @@ struct RawText {
     mlp_bias: Option<bool>,
     tie_word_embeddings: Option<bool>,
     bos_token_id: Option<TokenIds>,
+    eos_token_id: Option<TokenIds>,
     pad_token_id: Option<u32>,
     model_type: Option<String>,
 }
@@ -147,6 +151,7 @@ struct RawLlava {
     multimodal_projector_bias: Option<bool>,
     tie_word_embeddings: Option<bool>,
     pad_token_id: Option<u32>,
+    eos_token_id: Option<TokenIds>,
 }
 
 /// LLaVA's default vision tower (transformers' `LlavaConfig.sub_configs_defaults`), used only
@@ -267,6 +272,12 @@ impl LlavaConfig {
                 None => Some(1),
                 Some(TokenIds::One(id)) => Some(id),
                 Some(TokenIds::Many(ids)) => ids.first().copied(),
+            },
+            // LlamaConfig's default eos is 2; the top level (older configs) as a fallback
+            eos_token_ids: match rt.eos_token_id.or(raw.eos_token_id) {
+                None => vec![2],
+                Some(TokenIds::One(id)) => vec![id],
+                Some(TokenIds::Many(ids)) => ids,
             },
             raw: raw_value,
         };

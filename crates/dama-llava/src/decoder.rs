@@ -19,7 +19,6 @@ use dama_kernels::{Backward, LayerGrads, Recompute};
 use crate::config::TextConfig;
 use crate::linear::Linear;
 use crate::llama::AttentionInputs;
-use crate::ops;
 use crate::params::{Grad, Projection};
 
 /// How a decoder layer's gradients are computed in a tracked forward.
@@ -84,22 +83,46 @@ pub(crate) fn layer_forward_autograd(
     att: &AttentionInputs,
     grad: Grad,
 ) -> Result<Tensor> {
-    let (b, t, hd) = (att.rows, att.seq_len, c.head_dim);
+    let (cos, sin) = tables(att)?;
+    let scale = 1.0 / (c.head_dim as f64).sqrt();
+    layer_forward_with(
+        c,
+        l,
+        x,
+        (att.rows, att.seq_len),
+        &cos,
+        &sin,
+        grad,
+        |q, k, v| dama_kernels::attention(q, k, v, &att.mask, scale),
+    )
+}
+
+/// The layer's maths with the attention step supplied by the caller: `attend(q, k, v)` gets
+/// the queries and keys after RoPE and the values, `(rows, seq, heads, head_dim)`, and returns
+/// `(rows, seq, query_heads, head_dim)`. Training attends within the batch
+/// ([`layer_forward_autograd`]); generation attends to its KV cache too
+/// (`crate::generate`). `cos`/`sin` are `(rows, seq, head_dim)`, one row per token.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_forward_with(
+    c: &TextConfig,
+    l: &DecoderLayer,
+    x: &Tensor,
+    (b, t): (usize, usize),
+    cos: &Tensor,
+    sin: &Tensor,
+    grad: Grad,
+    attend: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let hd = c.head_dim;
     let eps = c.rms_norm_eps;
     let h = dama_kernels::rms_norm(x, &grad.w(&l.input_norm), eps)?;
-    // (b, h, t, d) views of the projections: the fused ops read them through strides
-    let heads =
-        |y: Tensor, n: usize| -> Result<Tensor> { y.reshape((b, t, n, hd))?.transpose(1, 2) };
+    let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd));
     let q = heads(l.q.forward(&h, grad)?, c.num_attention_heads)?;
     let k = heads(l.k.forward(&h, grad)?, c.num_key_value_heads)?;
     let v = heads(l.v.forward(&h, grad)?, c.num_key_value_heads)?;
-    let q = ops::rope(&q, &att.cos, &att.sin)?;
-    let k = ops::rope(&k, &att.cos, &att.sin)?;
-    let a = ops::attention(&q, &k, &v, &att.mask, 1.0 / (hd as f64).sqrt())?;
-    let a = a
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b * t, c.num_attention_heads * hd))?;
+    let q = dama_kernels::rope(&q, cos, sin)?;
+    let k = dama_kernels::rope(&k, cos, sin)?;
+    let a = attend(&q, &k, &v)?.reshape((b * t, c.num_attention_heads * hd))?;
     let x = (x + l.o.forward(&a, grad)?)?;
     let h = dama_kernels::rms_norm(&x, &grad.w(&l.post_norm), eps)?;
     let m = dama_kernels::swiglu(&l.gate.forward(&h, grad)?, &l.up.forward(&h, grad)?)?;

@@ -13,7 +13,9 @@
 //!   prefix computed once for both answers when asked ([`layout`]);
 //! - [`Trainable`]: full fine-tuning of projector + language model (the paper's), or LoRA;
 //!   the trainable weights are [`candle_core::Var`]s ([`LlavaModel::trainable_vars`]);
-//! - [`LlavaModel::save_pretrained`]: an HF folder transformers loads (LoRA merged).
+//! - [`LlavaModel::save_pretrained`]: an HF folder transformers loads (LoRA merged);
+//! - [`LlavaModel::generate`]: answers with a KV cache, greedy, beam search or sampling, as
+//!   transformers' `generate` ([`generate`]).
 //!
 //! Every op where gradients flow has a backward in candle 0.11.1 ([`ops`]); the vision tower is
 //! frozen and runs `dama_clip`'s forward-only CLIP.
@@ -21,6 +23,7 @@
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod generate;
 pub mod layout;
 pub mod linear;
 pub mod llama;
@@ -39,6 +42,7 @@ pub mod weights;
 pub use config::LlavaConfig;
 pub use decoder::{LayerBackward, LayerRun};
 pub use error::{LlavaError, Result};
+pub use generate::{Finish, GenerateConfig, Generation, Prompt, SampleConfig, Strategy};
 pub use model::{LlavaModel, LoadOptions, PairLogps};
 pub use params::{Grad, LoraConfig, Projection, Trainable};
 pub use processor::{AspectMode, Images, LlavaProcessor, PairBatch, PairExample};

@@ -140,6 +140,20 @@ impl Llama {
         Ok(x)
     }
 
+    /// The decoder layers, in order (generation runs them one by one with its KV cache).
+    pub(crate) fn layers(&self) -> &[DecoderLayer] {
+        &self.layers
+    }
+
+    /// Next-token logits `(n, vocab)` in f32 (f64 for f64 models) of last hidden states
+    /// `(n, hidden)`: final norm, vocabulary projection in the model dtype, then the cast
+    /// (transformers' `logits.float()`).
+    pub fn logits(&self, hidden: &Tensor) -> candle_core::Result<Tensor> {
+        let h = dama_kernels::rms_norm(hidden, &self.norm.detach(), self.cfg.rms_norm_eps)?;
+        let logits = h.matmul(&self.lm_head.detach().t()?)?;
+        logits.to_dtype(dama_kernels::acc_dtype(logits.dtype()))
+    }
+
     /// Sums of answer-token log-probs: final norm and vocabulary projection on the scored
     /// positions only. `positions` index rows of `hidden`; see [`ops::answer_logprobs`].
     pub fn answer_logprobs(

@@ -55,7 +55,7 @@ pub struct LlavaModel {
     pub(crate) llama: Llama,
     vars: BTreeMap<String, Var>,
     trainable: Trainable,
-    inv_freq: Vec<f32>,
+    pub(crate) inv_freq: Vec<f32>,
     pub(crate) weights: Arc<WeightFiles>,
     pub(crate) layout: KeyLayout,
     pub(crate) source_dir: Option<PathBuf>,
@@ -167,45 +167,84 @@ impl LlavaModel {
         self.logps(batch, shared_prefix, Grad::Off)
     }
 
+    /// The input embeddings `(ids.len(), hidden)` of a flattened batch: token embeddings, with
+    /// each `(position, feature row)` of `image_rows` replaced by that row of the projected
+    /// `features` `(images, image_tokens, projector_in)` (what transformers' `masked_scatter`
+    /// does), as one differentiable gather. Image positions of `ids` must hold a token inside
+    /// the vocabulary (the pad token), since `image_token_index` may lie outside it (old llava
+    /// configs: 32000 of 32000).
+    pub(crate) fn embed_with_images(
+        &self,
+        ids: Vec<u32>,
+        image_rows: &[(usize, usize)],
+        features: &Tensor,
+        grad: Grad,
+    ) -> Result<Tensor> {
+        let cfg = &self.config;
+        let n = ids.len();
+        let (images, np, _) = features.dims3()?;
+        let image = self
+            .projector
+            .forward(&features.reshape((images * np, cfg.projector_in()))?, grad)?;
+        let text = self
+            .llama
+            .embed(&Tensor::from_vec(ids, n, &self.device)?, grad)?;
+        let mut source: Vec<u32> = (0..n as u32).collect();
+        for &(flat, row) in image_rows {
+            source[flat] = (n + row) as u32;
+        }
+        let source = Tensor::from_vec(source, n, &self.device)?;
+        // a permutation of the rows: `embedding`'s backward scatters them back in one pass
+        // (candle's `index_select` backward walks every row once per column)
+        Ok(dama_kernels::embedding(
+            &source,
+            &Tensor::cat(&[&text, &image], 0)?,
+        )?)
+    }
+
+    /// The vision features of `images` on this model's device and dtype, detached, checked
+    /// to be `(count, image_tokens, projector_in)`.
+    pub(crate) fn features_of(&self, images: &Images, count: usize) -> Result<Tensor> {
+        let cfg = &self.config;
+        let features = match images {
+            Images::Pixels(px) => self.image_features(px)?,
+            Images::Features(f) => f.to_device(&self.device)?.to_dtype(self.dtype)?.detach(),
+        };
+        let want = [count, cfg.num_image_tokens(), cfg.projector_in()];
+        if features.dims() != want {
+            return Err(LlavaError::Invalid(format!(
+                "image features have shape {:?}, expected {want:?} (one image per example)",
+                features.dims()
+            )));
+        }
+        Ok(features)
+    }
+
+    /// The token that fills padding and image slots: the config's `pad_token_id` when it is
+    /// inside the vocabulary, else 0 (its embedding is never read).
+    pub(crate) fn pad_token(&self) -> u32 {
+        let cfg = &self.config;
+        cfg.pad_token_id
+            .filter(|&p| (p as usize) < cfg.text.vocab_size)
+            .unwrap_or(0)
+    }
+
     fn logps(&self, batch: &PairBatch, shared: bool, grad: Grad) -> Result<PairLogps> {
         let cfg = &self.config;
         let b = batch.pairs.len();
         let np = cfg.num_image_tokens();
-        let features = match &batch.images {
-            Images::Pixels(px) => self.image_features(px)?,
-            Images::Features(f) => f.to_device(&self.device)?.to_dtype(self.dtype)?.detach(),
-        };
-        let want = [b, np, cfg.projector_in()];
-        if features.dims() != want {
-            return Err(LlavaError::Invalid(format!(
-                "image features have shape {:?}, expected {want:?} (one image per pair)",
-                features.dims()
-            )));
-        }
-        let pad = cfg
-            .pad_token_id
-            .filter(|&p| (p as usize) < cfg.text.vocab_size)
-            .unwrap_or(0);
+        let features = self.features_of(&batch.images, b)?;
+        let pad = self.pad_token();
         let layout = Layout::build(&batch.pairs, shared, cfg.image_token_id, pad)?;
         let (rows, t) = (layout.rows, layout.seq_len);
-        let n = layout.tokens();
         let dev = &self.device;
 
-        // Embeddings, with each image token's row replaced by its projected feature (what
-        // transformers' masked_scatter does), as one differentiable gather.
-        let image = self
-            .projector
-            .forward(&features.reshape((b * np, cfg.projector_in()))?, grad)?;
-        // Image slots embed the pad token instead (their rows are replaced anyway), so that an
-        // `image_token_index` outside the vocabulary (old llava configs: 32000 of 32000) works.
+        // Image slots embed the pad token (their rows are replaced by image features anyway).
         let mut ids = layout.input_ids.clone();
-        for &(flat, _) in &layout.image_slots {
-            ids[flat] = pad;
-        }
-        let text = self.llama.embed(&Tensor::from_vec(ids, n, dev)?, grad)?;
-        let mut source: Vec<u32> = (0..n as u32).collect();
+        let mut image_rows = Vec::with_capacity(layout.image_slots.len());
         let mut seen = vec![0usize; rows];
         for &(flat, pair) in &layout.image_slots {
+            ids[flat] = pad;
             let row = flat / t;
             let k = seen[row];
             if k >= np {
@@ -215,7 +254,7 @@ impl LlavaModel {
                     message: format!("more than {np} image tokens in one sequence"),
                 });
             }
-            source[flat] = (n + pair * np + k) as u32;
+            image_rows.push((flat, pair * np + k));
             seen[row] += 1;
         }
         if let Some(row) = seen.iter().position(|&c| c != np) {
@@ -226,10 +265,7 @@ impl LlavaModel {
                 message: format!("{} image tokens in a sequence, expected {np}", seen[row]),
             });
         }
-        let source = Tensor::from_vec(source, n, dev)?;
-        // a permutation of the rows: `embedding`'s backward scatters them back in one pass
-        // (candle's `index_select` backward walks every row once per column)
-        let x = dama_kernels::embedding(&source, &Tensor::cat(&[&text, &image], 0)?)?;
+        let x = self.embed_with_images(ids, &image_rows, &features, grad)?;
 
         let hd = cfg.text.head_dim;
         let (cos, sin) = ops::rope_tables(&layout.positions, &self.inv_freq, self.dtype, dev)?;

@@ -167,11 +167,7 @@ impl PairEncoder {
         chosen: &str,
         rejected: &str,
     ) -> Result<EncodedPair> {
-        let question = if question.contains(IMAGE_PLACEHOLDER) {
-            question.replace(IMAGE_PLACEHOLDER, "").trim().to_string()
-        } else {
-            question.to_string()
-        };
+        let question = clean_question(question);
         let prompt = self.encode(&vicuna_v1_prompt(&question))?;
         let chosen = self.encode_answer(index, "chosen", &question, &prompt, chosen)?;
         let rejected = self.encode_answer(index, "rejected", &question, &prompt, rejected)?;
@@ -188,6 +184,26 @@ impl PairEncoder {
             rejected,
             shared_prefix,
         })
+    }
+
+    /// The prompt of a question, for generating its answer: `<s>`, the template up to
+    /// `ASSISTANT:` with the image tokens expanded (the same tokens [`Self::encode_pair`]
+    /// puts before an answer). An `<image>` in the question is moved as there; `index` names
+    /// the question in errors.
+    pub fn encode_prompt(&self, index: usize, question: &str) -> Result<Vec<u32>> {
+        let ids = self.encode(&vicuna_v1_prompt(&clean_question(question)))?;
+        let images = ids.iter().filter(|&&t| t == self.image_token_id).count();
+        if images != self.num_image_tokens {
+            return Err(LlavaError::Example {
+                index,
+                side: "question",
+                message: format!(
+                    "{images} image tokens after expansion, expected {} (one image per question)",
+                    self.num_image_tokens
+                ),
+            });
+        }
+        Ok(ids)
     }
 
     fn encode_answer(
@@ -257,6 +273,16 @@ impl PairEncoder {
     }
 }
 
+/// LLaVA's `preprocess_multimodal`: an `<image>` inside the question is removed and the
+/// question trimmed, since the template places the image itself.
+fn clean_question(question: &str) -> String {
+    if question.contains(IMAGE_PLACEHOLDER) {
+        question.replace(IMAGE_PLACEHOLDER, "").trim().to_string()
+    } else {
+        question.to_string()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +329,18 @@ mod tests {
             p.chosen.input_ids.iter().filter(|&&t| t == 1000).count(),
             16
         );
+    }
+
+    #[test]
+    fn a_prompt_is_the_tokens_before_the_answer() {
+        let enc = fixture_encoder();
+        let p = enc
+            .encode_pair(0, "What is in the image?", "A red square.", "No.")
+            .unwrap();
+        let prompt = enc
+            .encode_prompt(0, "<image>\nWhat is in the image?")
+            .unwrap();
+        assert_eq!(prompt, p.chosen.input_ids[..p.chosen.answer_start]);
     }
 
     #[test]

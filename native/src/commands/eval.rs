@@ -4,8 +4,8 @@
 //!
 //! Each reads the files the benchmark's authors publish (the user supplies them), takes the
 //! answers from `--answers` (the JSONL of `dama-native generate`, or the benchmark's own answer
-//! files) or generates them with `--model` ([`generator`]: the seam where `generate` plugs
-//! in), and writes `--out DIR/summary.json` (the reference's names), `details.jsonl` (one line
+//! files) or generates them with `--model` (`dama-native generate`'s model, through the
+//! benchmarks' [`Generator`] seam: [`answers_file`]), and writes `--out DIR/summary.json` (the reference's names), `details.jsonl` (one line
 //! per answer) and prints a table.
 
 pub mod amber;
@@ -13,20 +13,19 @@ pub mod judge;
 pub mod objhal;
 pub mod output;
 
-use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use dama_data::split::llm::LlmConfig;
-use dama_eval::answers::{Answers, BenchmarkQuestion, Generator};
+use dama_eval::answers::{BenchmarkQuestion, Generator};
 use dama_eval::llm::Endpoint;
 use dama_train::Precision;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::args::choice;
+use crate::args::{InputArgs, ModelArgs, choice, paper};
 use crate::device::DeviceArgs;
+use crate::generator::{DecodeArgs, ModelGenerator};
 
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {
@@ -84,6 +83,9 @@ pub struct AnswerArgs {
     /// With --model: the longest answer, in tokens.
     #[arg(long, default_value_t = GenerationSettings::PAPER.max_new_tokens)]
     pub max_new_tokens: usize,
+    /// With --model: questions decoded together.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
 }
 
 impl AnswerArgs {
@@ -96,10 +98,45 @@ impl AnswerArgs {
             ),
             _ => {}
         }
-        if self.num_beams == 0 || self.max_new_tokens == 0 {
-            bail!("--num-beams and --max-new-tokens must be at least 1");
+        if self.num_beams == 0 || self.max_new_tokens == 0 || self.batch_size == 0 {
+            bail!("--num-beams, --max-new-tokens and --batch-size must be at least 1");
         }
         Ok(())
+    }
+
+    fn model_args(&self) -> ModelArgs {
+        ModelArgs {
+            model: self.model.clone().expect("validated: --answers or --model"),
+            hf_cache: self.hf_cache.clone(),
+            offline: self.offline,
+        }
+    }
+
+    /// LLaVA-1.5's preprocessing, as `generate` defaults it: images padded to a square,
+    /// prompt and answer within the paper's 2048 tokens.
+    fn input_args(&self) -> InputArgs {
+        InputArgs {
+            precision: self.precision,
+            no_pad: false,
+            max_length: paper().max_length.expect("the paper cuts at 2048"),
+            no_shared_prefix: false,
+            skip_bad: false,
+            allow_absolute_images: false,
+        }
+    }
+
+    /// The benchmark's decoding: beam search (or greedy), no sampling, length penalty 1.
+    fn decode_args(&self) -> DecodeArgs {
+        DecodeArgs {
+            num_beams: self.num_beams,
+            length_penalty: 1.0,
+            temperature: GenerationSettings::PAPER.temperature as f32,
+            top_p: None,
+            top_k: None,
+            seed: 0,
+            max_new_tokens: self.max_new_tokens,
+            batch_size: self.batch_size,
+        }
     }
 }
 
@@ -121,33 +158,13 @@ impl GenerationSettings {
     };
 }
 
-/// The model `--model` names, and how to run it.
-#[derive(Debug, Clone)]
-pub struct ModelChoice {
-    pub model: String,
-    pub hf_cache: Option<PathBuf>,
-    pub offline: bool,
-    pub precision: Option<Precision>,
-    pub device: DeviceArgs,
-}
-
-/// The generator behind `--model`: where `dama-native generate`'s model plugs in. To wire it,
-/// return `Box::new(<generate's Generator>::load(&choice.model, …, settings)?)` here; the
-/// benchmarks call it only through [`dama_eval::answers::Generator`] and [`generate_into`].
-pub fn generator(
-    choice: &ModelChoice,
-    _settings: &GenerationSettings,
-) -> Result<Box<dyn Generator>> {
-    bail!(
-        "--model {}: this build of dama-native has no `generate` yet; write the answers with a \
-         generator of your own (one JSON object a line: `id`, `question`, `answer`) and pass \
-         --answers",
-        choice.model
-    )
-}
-
 /// The answers file of a run: `--answers`, or `--out/answers.jsonl` generated with `--model`
 /// for the benchmark's `questions` (listed only when needed).
+///
+/// Generation is `dama-native generate`'s ([`ModelGenerator`]) with the benchmark's settings:
+/// the file holds `generate`'s lines, its settings sit beside it (`answers.jsonl.settings.json`),
+/// a killed run resumes without repeating a question, and resuming with another model or other
+/// decoding settings is refused, naming what differs, rather than mixing two models' answers.
 pub fn answers_file(
     args: &AnswerArgs,
     out: &Path,
@@ -156,98 +173,37 @@ pub fn answers_file(
     if let Some(path) = &args.answers {
         return Ok(path.clone());
     }
-    let model = args.model.clone().expect("validated: --answers or --model");
-    let settings = GenerationSettings {
-        num_beams: args.num_beams,
-        max_new_tokens: args.max_new_tokens,
-        ..GenerationSettings::PAPER
-    };
-    let choice = ModelChoice {
-        model,
-        hf_cache: args.hf_cache.clone(),
-        offline: args.offline,
-        precision: args.precision,
-        device: args.device.clone(),
-    };
     let questions = questions()?;
-    let mut generator = generator(&choice, &settings)?;
+    std::fs::create_dir_all(out).with_context(|| out.display().to_string())?;
     let path = out.join("answers.jsonl");
-    generate_into(generator.as_mut(), &questions, &path)?;
-    Ok(path)
-}
-
-/// Questions per call of the generator: each batch is appended to the file as soon as it is
-/// answered, so a killed run loses at most one.
-pub const GENERATE_BATCH: usize = 8;
-
-/// Answers the `questions` that `path` does not have yet (a killed run resumes) and appends
-/// them as `generate` writes them (`id`, `question`, `answer`). Returns how many were
-/// generated now.
-pub fn generate_into(
-    generator: &mut dyn Generator,
-    questions: &[BenchmarkQuestion],
-    path: &Path,
-) -> Result<usize> {
-    let done: HashSet<String> = if path.is_file() {
-        Answers::read(path)?
-            .records
-            .iter()
-            .filter_map(|r| r.id.as_ref().map(dama_eval::answers::show))
-            .collect()
-    } else {
-        HashSet::new()
-    };
-    let todo: Vec<BenchmarkQuestion> = questions
-        .iter()
-        .filter(|q| !done.contains(&q.id))
-        .cloned()
-        .collect();
+    let progress = bar(questions.len(), "generate");
+    let shown = progress.clone();
+    let mut generator = ModelGenerator::load(
+        &args.model_args(),
+        &args.input_args(),
+        &args.device,
+        &args.decode_args(),
+    )?
+    .with_answers_file(path.clone())
+    .with_progress(move |answered, total| {
+        shown.set_length(total as u64);
+        shown.set_position(answered as u64);
+    });
     eprintln!(
-        "generating {} answers into {} ({} there already)",
-        todo.len(),
+        "generating the answers to {} questions into {} (resumed where it holds some)",
+        questions.len(),
+        path.display()
+    );
+    let start = std::time::Instant::now();
+    let answers = generator.generate(&questions)?;
+    progress.finish_and_clear();
+    eprintln!(
+        "{} answers in {} ({:.1} s)",
+        answers.len(),
         path.display(),
-        questions.len() - todo.len()
+        start.elapsed().as_secs_f64()
     );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| path.display().to_string())?;
-    let bar = ProgressBar::new(todo.len() as u64).with_style(
-        ProgressStyle::with_template("generate {bar:30} {pos}/{len} answers  {per_sec}  eta {eta}")
-            .expect("valid template"),
-    );
-    for batch in todo.chunks(GENERATE_BATCH) {
-        let answers = generator.generate(batch)?;
-        let asked: HashSet<&str> = batch.iter().map(|q| q.id.as_str()).collect();
-        let mut lines = String::new();
-        for a in &answers {
-            if !asked.contains(a.id.as_str()) {
-                bail!(
-                    "the generator answered id {:?}, which it was not asked",
-                    a.id
-                );
-            }
-            let line = serde_json::json!({"id": a.id, "question": a.question, "answer": a.answer});
-            lines.push_str(&format!("{line}\n"));
-        }
-        if answers.len() != batch.len() {
-            bail!(
-                "the generator gave {} answers to {} questions",
-                answers.len(),
-                batch.len()
-            );
-        }
-        file.write_all(lines.as_bytes())
-            .and_then(|()| file.flush())
-            .with_context(|| path.display().to_string())?;
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(todo.len())
+    Ok(path)
 }
 
 /// An OpenAI-compatible endpoint for a judge or an extractor. The API key is read from the
@@ -310,83 +266,4 @@ pub fn spinner(message: &str) -> ProgressBar {
     s.set_message(message.to_owned());
     s.enable_steady_tick(std::time::Duration::from_millis(200));
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dama_eval::EvalError;
-    use dama_eval::answers::{GeneratedAnswer, ImageSource};
-
-    /// Answers each question with a text made from its id, and records what it was asked.
-    struct Echo {
-        asked: Vec<String>,
-        fail_after: Option<usize>,
-    }
-
-    impl Generator for Echo {
-        fn generate(
-            &mut self,
-            questions: &[BenchmarkQuestion],
-        ) -> Result<Vec<GeneratedAnswer>, EvalError> {
-            if self.fail_after.is_some_and(|n| self.asked.len() >= n) {
-                return Err(EvalError::Config("killed".into()));
-            }
-            self.asked.extend(questions.iter().map(|q| q.id.clone()));
-            Ok(questions
-                .iter()
-                .map(|q| GeneratedAnswer {
-                    id: q.id.clone(),
-                    question: q.question.clone(),
-                    answer: format!("answer to {}", q.id),
-                })
-                .collect())
-        }
-    }
-
-    fn questions(n: usize) -> Vec<BenchmarkQuestion> {
-        (0..n)
-            .map(|i| BenchmarkQuestion {
-                id: (100 + i).to_string(),
-                question: format!("Q{i}?"),
-                image: ImageSource::Path(PathBuf::from(format!("{i}.png"))),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn a_killed_generation_resumes_without_repeating_a_question() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out/answers.jsonl");
-        let qs = questions(GENERATE_BATCH * 2 + 3);
-        let mut first = Echo {
-            asked: vec![],
-            fail_after: Some(GENERATE_BATCH),
-        };
-        assert!(generate_into(&mut first, &qs, &path).is_err());
-        assert_eq!(first.asked.len(), GENERATE_BATCH);
-        let mut second = Echo {
-            asked: vec![],
-            fail_after: None,
-        };
-        let n = generate_into(&mut second, &qs, &path).unwrap();
-        assert_eq!(n, qs.len() - GENERATE_BATCH);
-        assert!(second.asked.iter().all(|id| !first.asked.contains(id)));
-        let answers = Answers::read(&path).unwrap();
-        let ids: Vec<String> = answers
-            .records
-            .iter()
-            .map(|r| dama_eval::answers::show(r.id.as_ref().unwrap()))
-            .collect();
-        let want: Vec<String> = qs.iter().map(|q| q.id.clone()).collect();
-        assert_eq!(ids, want);
-        assert_eq!(answers.records[3].answer, "answer to 103");
-        assert_eq!(answers.records[3].question.as_deref(), Some("Q3?"));
-        // Nothing left: no call at all.
-        let mut third = Echo {
-            asked: vec![],
-            fail_after: Some(0),
-        };
-        assert_eq!(generate_into(&mut third, &qs, &path).unwrap(), 0);
-    }
 }

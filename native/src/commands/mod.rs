@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod eval;
+pub mod generate;
 pub mod init_tiny;
 pub mod plan;
 pub mod ref_logps;

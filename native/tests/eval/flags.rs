@@ -36,11 +36,20 @@ fn answers_come_from_a_file_or_a_model_never_both_or_neither() {
         &out,
         &["--model needs --questions"],
     );
-    // --model reaches the generator seam only after the benchmark's images are checked.
+    // --model reaches the model only after the benchmark's images are checked.
+    let cache = dir.path().join("hf-cache");
     refused(
-        &with(&[&"--model", &"some/model", &"--questions", &d.questions]),
+        &with(&[
+            &"--model",
+            &"some/model",
+            &"--offline",
+            &"--hf-cache",
+            &cache,
+            &"--questions",
+            &d.questions,
+        ]),
         &out,
-        &["--model some/model", "pass --answers"],
+        &["model `some/model` is not (completely) in the Hugging Face cache"],
     );
     refused(
         &with(&[&"--answers", &d.answers, &"--llm-model", &"m"]),
