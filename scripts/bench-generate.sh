@@ -7,19 +7,22 @@
 #
 # THREADS (default 2) threads on both sides; REPEAT (default 2) runs of each, the fastest kept
 # (the machine may be shared). PYTHON: a Python with torch + transformers (default python3).
-# Writes ~230 MB (the 100M model in bf16) to a temporary folder.
+# Writes ~230 MB (the 100M model in bf16) to a temporary folder, or to $WORK (kept, and reused
+# by a later run: the models are prepared only once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ONLY="${1:-}"
 THREADS="${THREADS:-2}"
 REPEAT="${REPEAT:-2}"
 PYTHON="${PYTHON:-python3}"
-WORK="$(mktemp -d)"
-trap 'rm -rf "$WORK"' EXIT
+if [ -z "${WORK:-}" ]; then
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+fi
 
 cargo build --release -p dama-bench --bin bench_generate
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-"$PYTHON" scripts/bench/generate.py prepare "$WORK" >&2
+[ -f "$WORK/100m/bench_prompts.json" ] || "$PYTHON" scripts/bench/generate.py prepare "$WORK" >&2
 only=()
 [ -n "$ONLY" ] && only=(--only "$ONLY")
 {

@@ -9,7 +9,7 @@
 #   scripts/gpu-bench.sh --prepare [GPU_BENCH [DAMA_NATIVE]]
 #       strips + gzips the binaries (dama-native only if built with CUDA) and copies the
 #       PyTorch side, scripts/bench/*.py (see scripts/bench/README.md), into .gpu/bench/
-#       (.gpu/ is ignored through .git/info/exclude)
+#       (.gpu/ is in .gitignore: the device tool carries only ignored paths)
 # There (device tool), in the repository root, carrying .gpu:
 #   run(command="scripts/gpu-bench.sh", carry=[".gpu"], timeout_s=600)
 #   STAGES="check block" scripts/gpu-bench.sh        # a subset (default: all, in this order)
@@ -54,6 +54,9 @@
 #           update); step7b's is --optim fused-sr (no master: the bf16 weights rounded
 #           stochastically, fp32 moments, ~52 GiB of state instead of ~78; fp32 masters ran
 #           out of memory on the H200)
+#   generate  `generate` on CUDA: the tiny model's answers against the CPU's (greedy and 3
+#           beams; f32 ids must be equal), then tokens/s of the llava-7b shape (random bf16
+#           weights, greedy and 3 beams, batches 1 and 8, 128 new tokens, no end token)
 #   step1b_defaults, step7b_defaults  step1b / step7b on CUDA's and cudarc's defaults
 #           (DAMA_CUDA_DEFAULTS=1: the memory pool hands freed memory back at every
 #           synchronisation, every allocation creates two events) instead of
@@ -214,7 +217,7 @@ attn_env() {
 }
 
 torch=${TORCH:-1}
-for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block ops step1b step7b step7b_8bit demo}; do
+for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block ops step1b step7b step7b_8bit generate demo}; do
     case "$s" in
         check) stage check 120 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" check ;;
         check_mma) stage check_mma 60 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
@@ -246,6 +249,7 @@ for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block op
             stage step7b_candle 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr
             [ "$torch" = 1 ] && stage step7b_torch 200 env -u OUT python3 "$gpu/bench/torch_dpo_step.py" 7b:4
             ;;
+        generate) stage generate 180 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" generate --model 7b --new-tokens 128 ;;
         step7b_8bit) stage step7b_8bit 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 4 --steps 3 --optim fused-sr-8bit ;;
         step7b8_8bit) stage step7b8_8bit 200 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 8 --steps 3 --optim fused-sr-8bit ;;
         step7b16_ckpt_8bit) stage step7b16_ckpt_8bit 240 env -u DAMA_CUDA_ATTN "$(attn_env)" "$work/gpu_bench" step --model 7b --pairs 16 --steps 2 --optim fused-sr-8bit --recompute-activations ;;

@@ -16,13 +16,20 @@
 //!                                      stochastic rounding, fp32 moments) or candle_nn's (bf16);
 //!                                      decoder layers with the hand-written backward (the
 //!                                      default) or candle's autograd
+//! gpu_bench generate [--model 7b|1b|tiny] [--new-tokens N]
+//!                                      the tiny model's answers on CUDA against the CPU's
+//!                                      (greedy and 3 beams; f32 ids must be equal, exit 1
+//!                                      otherwise), then tokens/s of the shape (random bf16
+//!                                      weights, batches 1 and 8, no end token)
 //! ```
 //!
 //! `--cpu` runs on the CPU instead (no GPU needed): `check --cpu` exercises the harness (CPU
-//! against itself), `step --model tiny --cpu` the whole step on a tiny model.
+//! against itself), `step --model tiny --cpu` the whole step on a tiny model, `generate --cpu` the speed
+//! part on the tiny shape.
 
 mod block;
 mod check;
+mod generate;
 mod llava_check;
 mod step;
 
@@ -107,7 +114,17 @@ fn main() -> anyhow::Result<()> {
             let ckpt = args.iter().any(|a| a == "--recompute-activations");
             step::run(&dev, &model, pairs, steps, &optim, layer_backward, ckpt)?;
         }
-        other => anyhow::bail!("unknown mode {other} (check, ops, block, step)"),
+        "generate" => {
+            let model = arg(&args, "--model")
+                .unwrap_or_else(|| if dev.is_cuda() { "7b" } else { "tiny" }.into());
+            let new_tokens = arg(&args, "--new-tokens").map_or(Ok(128), |s| s.parse())?;
+            let ok = generate::run(&dev, &model, new_tokens)?;
+            println!("{}", serde_json::json!({"check": "generate", "ok": ok}));
+            if !ok {
+                std::process::exit(1);
+            }
+        }
+        other => anyhow::bail!("unknown mode {other} (check, ops, block, step, generate)"),
     }
     Ok(())
 }

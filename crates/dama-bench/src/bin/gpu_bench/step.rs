@@ -38,7 +38,7 @@ use serde_json::json;
 const PEAK_BF16: f64 = 989.4e12;
 const IMAGE_TOKEN: u32 = 32000;
 
-fn config(lm: &str) -> Result<LlavaConfig> {
+pub(crate) fn config(lm: &str) -> Result<LlavaConfig> {
     let (h, ff, layers, heads, kv) = match lm {
         "7b" => (4096, 11008, 32, 32, 32),
         "1b" => (2048, 5632, 22, 32, 4),
@@ -69,7 +69,10 @@ fn config(lm: &str) -> Result<LlavaConfig> {
 /// Random weights in the llava-hf layout, drawn on `dev` in bf16: matrices N(0, 1/fan_in),
 /// embeddings N(0, 1), norm scales N(1, 0.1²), biases N(0, 0.1²). Trainable ones (projector,
 /// language model) are made `Var`s here, so that loading them makes no second copy.
-fn random_weights(cfg: &LlavaConfig, dev: &Device) -> Result<(HashMap<String, Tensor>, usize)> {
+pub(crate) fn random_weights(
+    cfg: &LlavaConfig,
+    dev: &Device,
+) -> Result<(HashMap<String, Tensor>, usize)> {
     let v: ClipVisionConfig = serde_json::from_value(cfg.vision_json.clone())?;
     let mut map = HashMap::new();
     let mut vit_params = 0usize;
