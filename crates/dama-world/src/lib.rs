@@ -15,6 +15,7 @@
 //! - [`World`]: train / preference / held-out splits of [`Example`]s (image, question, true
 //!   description), and the image–sentence [`Caption`]s CLIP trains on;
 //! - [`true_vs_hallucinated`]: the pair builder (chosen = the truth, rejected = 1–3 false facts);
+//! - [`pair_from_samples`]: the pair of a model's sampled answers (chosen = the most faithful);
 //! - [`count_hallucinations`]: hallucinated objects of any text against a scene;
 //! - [`generate`]: pairs with *simulated* CLIP scores (the browser's bundled set).
 
@@ -22,6 +23,7 @@ pub mod example;
 pub mod grammar;
 pub mod hallucination;
 pub mod pairs;
+pub mod sampled;
 pub mod scene;
 pub mod synthetic;
 pub mod world;
@@ -31,6 +33,7 @@ pub use example::Example;
 pub use grammar::{Fact, OBJECT_TEMPLATES, QUESTIONS, vocabulary, words};
 pub use hallucination::{Hallucinations, Mention, count_hallucinations, object_mentions};
 pub use pairs::{LabelledPair, OBJECT_ERRORS, true_vs_hallucinated};
+pub use sampled::{SampledPair, errors_of, pair_from_samples};
 pub use scene::{Colour, Kind, Place, Scene, Shape, Size};
 pub use synthetic::{
     CLIP_MODEL, FALSE_SCORE_MEAN, SCORE_SD, SPLITTER, SyntheticSpec, TRUE_SCORE_MEAN, generate,

@@ -113,7 +113,7 @@ pub fn write_annotated(
     name: &str,
     pairs: &[LabelledPair],
 ) -> Result<PathBuf, DataError> {
-    write_dataset(dir, name, pairs, &run_info())
+    write_dataset(dir, name, pairs.iter().map(|p| &p.pair), &run_info())
 }
 
 #[cfg(test)]

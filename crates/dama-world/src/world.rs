@@ -160,7 +160,12 @@ pub fn unscored_run_info() -> RunInfo {
 /// Writes unscored pairs as `<dir>/<name>.jsonl` with `<dir>/<name>_images/` (what `score`
 /// reads; the sub-sentences are the generator's, which `score` keeps).
 pub fn write_pairs(dir: &Path, name: &str, pairs: &[LabelledPair]) -> Result<PathBuf, DataError> {
-    write_dataset(dir, name, pairs, &unscored_run_info())
+    write_dataset(
+        dir,
+        name,
+        pairs.iter().map(|p| &p.pair),
+        &unscored_run_info(),
+    )
 }
 
 #[cfg(test)]

@@ -8,18 +8,16 @@ use std::path::{Path, PathBuf};
 use dama_data::annotated::FolderSink;
 use dama_data::{AnnotatedJsonlWriter, DataError, ImageOut, PreferencePair, RunInfo};
 
-use crate::pairs::LabelledPair;
-
 /// Writes `<dir>/<name>.jsonl` and the images into `<dir>/<name>_images/`; returns the JSONL's
 /// path. δ̄ in the header and α_D on each pair are those of these pairs' scores, where they
 /// have scores (unscored pairs are a plain dataset `score` can annotate).
-pub fn write_dataset(
+pub fn write_dataset<'a>(
     dir: &Path,
     name: &str,
-    pairs: &[LabelledPair],
+    pairs: impl IntoIterator<Item = &'a PreferencePair>,
     run: &RunInfo,
 ) -> Result<PathBuf, DataError> {
-    let mut records: Vec<PreferencePair> = pairs.iter().map(|p| p.pair.clone()).collect();
+    let mut records: Vec<PreferencePair> = pairs.into_iter().cloned().collect();
     let header = dama_data::annotate(&mut records, run)?;
     std::fs::create_dir_all(dir).map_err(|e| DataError::io(dir.display().to_string(), e))?;
     let folder = format!("{name}_images");
