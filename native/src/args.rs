@@ -109,3 +109,14 @@ impl InputArgs {
         self.precision.unwrap_or(Precision::default_for(cuda))
     }
 }
+
+/// A flag group as the command line has it when none of its flags is given: its clap
+/// defaults, the one place they are written (for code that runs a command without a command
+/// line, as the demo does).
+pub fn defaults<T: clap::FromArgMatches + Args>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults"));
+    let matches = cmd
+        .try_get_matches_from(["defaults"])
+        .expect("a flag group with a required flag has no defaults");
+    T::from_arg_matches(&matches).expect("clap's defaults parse")
+}

@@ -32,6 +32,8 @@ enum Command {
     Train(Box<commands::train::TrainArgs>),
     /// Answer questions about images with a model (greedy, beam search or sampling), resumable.
     Generate(Box<commands::generate::GenerateArgs>),
+    /// Supervised fine-tuning on a dataset's chosen answers (LLaVA's second stage).
+    Sft(Box<commands::sft::SftArgs>),
     /// The end-to-end demo (also what runs with no command).
     Demo(commands::demo::DemoArgs),
     /// Measure hallucination: Object HalBench, AMBER, judged benchmarks (MMHal-, LLaVA-Bench).
@@ -48,6 +50,7 @@ fn main() -> Result<()> {
         Some(Command::Train(args)) => commands::train::run(&args),
         Some(Command::Generate(args)) => commands::generate::run(&args),
         Some(Command::Eval(args)) => commands::eval::run(&args),
+        Some(Command::Sft(args)) => commands::sft::run(&args),
         Some(Command::InitTiny(args)) => commands::init_tiny::run(&args),
         Some(Command::Demo(args)) => commands::demo::run(&args),
         None => commands::demo::run_default(),

@@ -96,6 +96,13 @@ impl Observer for Progress {
         });
     }
 
+    fn step_summary(&self, message: &str) {
+        self.with_bar(|bar| {
+            bar.set_message(message.to_owned());
+            bar.inc(1);
+        });
+    }
+
     fn training_finished(&self) {
         self.finish();
     }

@@ -37,6 +37,7 @@ pub mod resample;
 pub mod score;
 pub mod text;
 pub mod tokenizer;
+pub mod train;
 pub mod vision;
 
 pub use config::{Activation, ClipConfig, ClipTextConfig, ClipVisionConfig};
@@ -45,5 +46,6 @@ pub use model::ClipModel;
 pub use preprocess::{ImageProcessor, expand_to_square};
 pub use score::{ClipScorer, PairInput, PairScores, ScorerOptions};
 pub use text::ClipTextTransformer;
-pub use tokenizer::ClipTokenizer;
+pub use tokenizer::{ClipTokenizer, word_level_tokenizer_json};
+pub use train::{TinyClipSpec, TrainableClip, contrastive_loss};
 pub use vision::ClipVisionTransformer;

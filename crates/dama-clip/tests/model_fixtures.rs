@@ -218,3 +218,28 @@ fn vision_tower_alone_as_llava_builds_it() {
     let err = tower.forward(&pv).unwrap_err().to_string();
     assert!(err.contains("post_layernorm"), "{err}");
 }
+
+/// The training forward (`dama_clip::train`, differentiable ops only) on transformers'
+/// weights gives transformers' `logits_per_image`: what a CLIP trained here learns is what
+/// the inference path and transformers compute.
+#[test]
+fn training_forward_equals_transformers() {
+    let config = dama_clip::ClipConfig::from_file(&tiny_dir().join("config.json")).unwrap();
+    let tensors =
+        candle_core::safetensors::load(tiny_dir().join("model.safetensors"), &Device::Cpu).unwrap();
+    let clip = dama_clip::TrainableClip::from_tensors(&config, tensors, &Device::Cpu).unwrap();
+    let ids: Vec<Vec<u32>> = input_ids().to_vec2::<u32>().unwrap();
+    let logits = clip
+        .logits(
+            &clip.image_embeds(&pixel_values()).unwrap(),
+            &clip.text_embeds(&ids).unwrap(),
+        )
+        .unwrap();
+    let d = assert_close(
+        "training logits_per_image",
+        &logits,
+        expect("model.logits_per_image"),
+        TOL,
+    );
+    println!("training forward: max |diff| {d:e}");
+}

@@ -249,6 +249,95 @@ pub fn write_tiny_model(dir: &std::path::Path, spec: &TinySpec, seed: u64) -> Re
     let ckpt = random_weights(&cfg, seed)?;
     let model = crate::LlavaModel::from_weights(cfg, ckpt, &Default::default())?;
     model.save_pretrained(dir)?;
+    write_side_files(dir)?;
+    let path = dir.join("preprocessor_config.json");
+    std::fs::write(&path, pretty(&spec.image_processor_json()))
+        .map_err(|e| LlavaError::io(&path, e))
+}
+
+/// Writes a tiny LLaVA-1.5 whose vision tower is the CLIP in `clip_dir` (an HF `CLIPModel`
+/// folder: its `vision_model.*` weights become `vision_tower.vision_model.*`, its
+/// `vision_config` the model's, its `preprocessor_config.json` the model's image processor),
+/// with a random projector and language model of `spec`'s shape (its vision fields are unused):
+/// the starting point of LLaVA's supervised stage, on a CLIP of one's own.
+pub fn write_llava_from_clip(
+    dir: &std::path::Path,
+    clip_dir: &std::path::Path,
+    spec: &TinySpec,
+    seed: u64,
+) -> Result<()> {
+    let clip_config = clip_dir.join("config.json");
+    let clip: serde_json::Value = crate::error::read_json(&clip_config)?;
+    let mut vision = clip.get("vision_config").cloned().ok_or_else(|| {
+        LlavaError::config(
+            clip_config.display().to_string(),
+            "vision_config",
+            "missing",
+        )
+    })?;
+    vision["model_type"] = "clip_vision_model".into();
+    let v: ClipVisionConfig = serde_json::from_value(vision.clone()).map_err(|e| {
+        LlavaError::config(
+            clip_config.display().to_string(),
+            "vision_config",
+            e.to_string(),
+        )
+    })?;
+    let mut config = spec.config_json();
+    config["vision_config"] = vision;
+    config["image_seq_length"] = v.num_patches().into();
+    let cfg = LlavaConfig::from_json_str(&config.to_string(), &clip_config)?;
+    let random = random_weights(&cfg, seed)?;
+    let mut tensors = HashMap::new();
+    for name in random.names() {
+        tensors.insert(name.to_owned(), random.raw(name)?);
+    }
+    let weights = clip_dir.join("model.safetensors");
+    let clip_tensors =
+        candle_core::safetensors::load(&weights, &Device::Cpu).map_err(|e| LlavaError::Tensor {
+            origin: weights.display().to_string(),
+            name: "*".into(),
+            message: e.to_string(),
+        })?;
+    let mut copied = 0;
+    for (name, t) in clip_tensors {
+        if let Some(rest) = name.strip_prefix("vision_model.") {
+            let key = format!("vision_tower.vision_model.{rest}");
+            if let Some(shape) = random.shape(&key)
+                && shape != t.dims()
+            {
+                return Err(LlavaError::TensorShape {
+                    origin: weights.display().to_string(),
+                    name,
+                    found: t.dims().to_vec(),
+                    expected: shape.to_vec(),
+                });
+            }
+            tensors.insert(key, t);
+            copied += 1;
+        }
+    }
+    if copied == 0 {
+        return Err(LlavaError::MissingTensor {
+            origin: weights.display().to_string(),
+            name: "vision_model.*".into(),
+        });
+    }
+    let ckpt = WeightFiles::from_tensors(
+        tensors,
+        format!("{} + random LLaVA (seed {seed})", clip_dir.display()),
+    );
+    let model = crate::LlavaModel::from_weights(cfg, ckpt, &Default::default())?;
+    model.save_pretrained(dir)?;
+    write_side_files(dir)?;
+    let pre = clip_dir.join("preprocessor_config.json");
+    let text = std::fs::read_to_string(&pre).map_err(|e| LlavaError::io(&pre, e))?;
+    let path = dir.join("preprocessor_config.json");
+    std::fs::write(&path, text).map_err(|e| LlavaError::io(&path, e))
+}
+
+/// The tiny tokenizer and its `tokenizer_config.json`.
+fn write_side_files(dir: &std::path::Path) -> Result<()> {
     let write = |name: &str, text: String| -> Result<()> {
         let path = dir.join(name);
         std::fs::write(&path, text).map_err(|e| LlavaError::io(&path, e))
@@ -259,11 +348,7 @@ pub fn write_tiny_model(dir: &std::path::Path, spec: &TinySpec, seed: u64) -> Re
         "padding_side": "right", "processor_class": "LlavaProcessor",
         "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 2048
     });
-    write("tokenizer_config.json", pretty(&tokenizer_config))?;
-    write(
-        "preprocessor_config.json",
-        pretty(&spec.image_processor_json()),
-    )
+    write("tokenizer_config.json", pretty(&tokenizer_config))
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -274,6 +359,76 @@ fn pretty(v: &serde_json::Value) -> String {
 mod tests {
     use super::*;
     use crate::{LlavaProcessor, LoadOptions};
+
+    /// The model's vision features are the CLIP's hidden state −2 without the class token, and
+    /// its image processor is the CLIP's.
+    #[test]
+    fn a_llava_from_a_clip_sees_with_that_clip() {
+        let clip_spec = dama_clip::TinyClipSpec {
+            vocab_size: 20,
+            max_positions: 16,
+            text_hidden: 16,
+            text_layers: 1,
+            vision_hidden: 32,
+            vision_layers: 3,
+            heads: 4,
+            image_size: 32,
+            patch_size: 8,
+            projection_dim: 8,
+        };
+        let clip_dir = tempfile::tempdir().unwrap();
+        let clip = dama_clip::TrainableClip::random(&clip_spec.config(), 1, &Device::Cpu).unwrap();
+        let words: Vec<String> = (0..17).map(|i| format!("w{i}")).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        let pre = dama_clip::train::preprocessor_config(32).to_string();
+        clip.save(
+            clip_dir.path(),
+            &dama_clip::word_level_tokenizer_json(&words),
+            &pre,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_llava_from_clip(dir.path(), clip_dir.path(), &TinySpec::default(), 2).unwrap();
+        let model = crate::LlavaModel::load(dir.path(), &LoadOptions::default()).unwrap();
+        assert_eq!(model.config().num_image_tokens(), 16);
+        let processor = LlavaProcessor::load(dir.path(), model.config()).unwrap();
+        let image = image::DynamicImage::new_rgb8(40, 40);
+        let px = processor.pixel_values(&[&image], &Device::Cpu).unwrap();
+        let got = model.image_features(&px).unwrap();
+        let tower =
+            dama_clip::ClipModel::load(clip_dir.path(), &Device::Cpu, candle_core::DType::F32)
+                .unwrap();
+        let want = tower
+            .vision_model
+            .hidden_state(&px, -2)
+            .unwrap()
+            .narrow(1, 1, 16)
+            .unwrap();
+        let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+        // A CLIP folder without vision weights is an error that names its file.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            clip_dir.path().join("config.json"),
+            empty.path().join("config.json"),
+        )
+        .unwrap();
+        candle_core::safetensors::save(
+            &HashMap::from([(
+                "logit_scale".to_string(),
+                Tensor::new(1f32, &Device::Cpu).unwrap(),
+            )]),
+            empty.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let err = write_llava_from_clip(dir.path(), empty.path(), &TinySpec::default(), 2)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("model.safetensors") && err.contains("vision_model"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_written_tiny_model_loads_and_scores_pairs() {

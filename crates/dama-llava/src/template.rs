@@ -65,6 +65,26 @@ pub struct EncodedPair {
     pub shared_prefix: usize,
 }
 
+impl EncodedPair {
+    /// One answer scored alone, for supervised fine-tuning: the other side is the bare prompt,
+    /// which scores no token, and with a shared prefix costs nothing (the whole prompt is the
+    /// prefix, and its tail is empty). The model's rejected sums are then 0.
+    pub fn answer_only(answer: EncodedAnswer) -> Self {
+        let start = answer.answer_start;
+        let prompt = EncodedAnswer {
+            input_ids: answer.input_ids[..start].to_vec(),
+            answer_start: start,
+            boundary_merged: false,
+            truncated: answer.truncated,
+        };
+        Self {
+            chosen: answer,
+            rejected: prompt,
+            shared_prefix: start,
+        }
+    }
+}
+
 /// Tokenises the template.
 #[derive(Clone)]
 pub struct PairEncoder {

@@ -47,6 +47,8 @@ pub enum TrainError {
     #[error(transparent)]
     Llava(#[from] LlavaError),
     #[error(transparent)]
+    Clip(#[from] dama_clip::ClipError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Core(#[from] CoreError),

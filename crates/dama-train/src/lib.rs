@@ -9,8 +9,13 @@
 //! the batch, lets `dama_core` turn the margins into β_C, the mask and ∂L/∂h_i, and
 //! backpropagates; [`metrics`] are logged per step, [`checkpoint`]s make a killed run resume
 //! bit for bit. The maths is `dama_core`'s; docs/SPEC.md is the contract.
+//!
+//! Two more loops share the data, order and optimizer: [`sft`] (supervised fine-tuning on the
+//! chosen answers, LLaVA's second stage) and [`clip`] (contrastive training of a CLIP, for a
+//! world of one's own).
 
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -26,8 +31,10 @@ pub mod ref_cache;
 pub mod reference;
 pub mod run;
 pub mod schedule;
+pub mod sft;
 pub mod step;
 
+pub use clip::{ClipPair, ClipStep, ClipTrainConfig, ClipTrainData, train_clip};
 pub use config::{LoraSettings, OptimMaster, OptimState, Precision, TrainConfig};
 pub use data::{DataOptions, TrainData, TrainPair};
 pub use error::{Result, TrainError};
@@ -35,3 +42,4 @@ pub use metrics::{MetricsLog, StepMetrics};
 pub use observer::{Observer, Silent};
 pub use reference::{RefLogps, ReferencePass, reference_logps};
 pub use run::{RunSummary, train};
+pub use sft::{SftConfig, SftStep, SftSummary, sft};

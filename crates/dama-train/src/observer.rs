@@ -25,6 +25,9 @@ pub trait Observer {
     /// The loop starts: `total` steps in the run, `done` of them already taken.
     fn training_started(&self, _label: &str, _total: u64, _done: u64) {}
     fn step_finished(&self, _metrics: &StepMetrics) {}
+    /// A step of a loop other than preference training (CLIP, SFT) finished; `message` says
+    /// its loss.
+    fn step_summary(&self, _message: &str) {}
     fn training_finished(&self) {}
 }
 

@@ -7,4 +7,5 @@ pub mod init_tiny;
 pub mod plan;
 pub mod ref_logps;
 pub mod score;
+pub mod sft;
 pub mod train;

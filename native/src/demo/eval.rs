@@ -11,7 +11,7 @@ use dama_llava::{LlavaModel, LlavaProcessor, LoadOptions, Trainable};
 use dama_train::{RefLogps, TrainData};
 
 /// Held-out results of one model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Evaluation {
     /// Share of pairs whose margin h_i is positive (the chosen answer gained more than the
     /// rejected one, relative to the reference).
