@@ -7,6 +7,7 @@ pub mod commands;
 pub mod demo;
 pub mod device;
 pub mod hub;
+pub mod launcher;
 pub mod plots;
 pub mod progress;
 pub mod report;

@@ -13,6 +13,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod error;
 mod files;
 pub mod metrics;
@@ -33,4 +34,4 @@ pub use error::{Result, TrainError};
 pub use metrics::{MetricsLog, StepMetrics};
 pub use observer::{Observer, Silent};
 pub use reference::{RefLogps, ReferencePass, reference_logps};
-pub use run::{RunSummary, train};
+pub use run::{RunSummary, train, train_on};

@@ -150,7 +150,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         batch: 16,
         shared_prefix: true,
     };
-    let held_refs = reference_logps(&pass, &held_data, &processor, &Silent)?;
+    let held_refs = reference_logps(
+        &pass,
+        &held_data,
+        &processor,
+        &Silent,
+        &dama_train::dist::Single,
+    )?;
     let beta = base.dama.beta as f64;
     let mut table = vec![(
         "reference",

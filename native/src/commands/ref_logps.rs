@@ -64,7 +64,13 @@ pub fn run(args: &RefLogpsArgs) -> Result<()> {
         batch: args.batch,
         shared_prefix: !args.input.no_shared_prefix,
     };
-    let refs = reference_logps(&pass, &data, &processor, &progress)?;
+    let refs = reference_logps(
+        &pass,
+        &data,
+        &processor,
+        &progress,
+        &dama_train::dist::Single,
+    )?;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
     println!(
         "{} pairs: mean log-prob chosen {:.3}, rejected {:.3}; cache {}",
