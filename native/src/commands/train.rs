@@ -241,7 +241,12 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             None => args.model.resolve(&args.model.model)?,
         };
         let cfg = args.config(path.clone(), None, gpu);
-        return plan::print_plan(&args.plan, &cfg, &path, &device);
+        // the run's own world: --nproc, else the launcher's (torchrun, srun, mpirun), else 1
+        let world = match args.parallel.nproc {
+            Some(n) => n,
+            None => Launch::from_env()?.world_size,
+        };
+        return plan::print_plan(&args.plan, &cfg, &path, &device, world);
     }
     let out = args.out.clone().context("--out is required")?;
     let par = &args.parallel;
@@ -301,9 +306,9 @@ fn train_rank(
         .map(|m| args.model.resolve(m))
         .transpose()?;
     let cfg = args.config(model, ref_model, device.is_cuda());
-    plan::check(&args.plan, &cfg, &cfg.model, device)?;
-    let main = dist.is_main();
     let world = dist.world_size();
+    plan::check(&args.plan, &cfg, &cfg.model, device, world)?;
+    let main = dist.is_main();
     if main {
         let ranks = if world > 1 {
             format!(" × {world} ranks ({}, ZeRO-{})", dist.engine(), cfg.zero)

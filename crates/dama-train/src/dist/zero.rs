@@ -29,7 +29,7 @@ use crate::error::{Result, TrainError};
 use crate::optim::{AdamW, AdamWConfig, Param, clip_grad_norm};
 
 /// How far the optimizer is sharded (`--zero`). Saved as the number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub enum ZeroStage {
     /// The whole optimizer state on every rank.
@@ -349,6 +349,11 @@ impl ShardedAdamW {
 
     pub fn pieces(&self) -> &[Piece] {
         &self.pieces
+    }
+
+    /// The rank whose shard this is.
+    pub fn rank(&self) -> usize {
+        self.rank
     }
 
     /// The shard's AdamW (its state is what this rank saves).

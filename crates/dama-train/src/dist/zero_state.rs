@@ -23,6 +23,7 @@ use super::shard::FlatLayout;
 use super::zero::{Optimizer, ZeroStage};
 use crate::error::{Context, Result, TrainError};
 use crate::files::write_atomic;
+use dama_core::Named;
 
 pub const FULL_FILE: &str = "optimizer.safetensors";
 pub const LAYOUT_FILE: &str = "optimizer-layout.json";
@@ -154,6 +155,20 @@ impl Source {
         ))
     }
 
+    /// The file that holds exactly what `opt` keeps, when it was saved with the same world
+    /// size and stage (or whole, for a replicated optimizer).
+    fn own_file(&self, opt: &Optimizer, saved: SavedAs) -> Option<&Path> {
+        match (self, opt) {
+            (Source::Full(_, path), Optimizer::Replicated(_)) => Some(path),
+            (Source::Sharded { files, .. }, Optimizer::Sharded(s))
+                if saved.world_size == s.layout().world && saved.zero == opt.stage() =>
+            {
+                files.get(s.rank()).map(|(_, p)| p.as_path())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether `{name}.{suffix}` was saved (masters are absent for f32 weights and bf16-sr).
     fn has(&self, name: &str, suffix: &str) -> bool {
         let key = format!("{name}.{suffix}");
@@ -253,6 +268,34 @@ fn resume(path: &Path, what: String) -> TrainError {
 /// whatever world size and stage it was saved with. Returns how it was saved.
 pub fn restore(dir: &Path, opt: &mut Optimizer, steps: u64) -> Result<SavedAs> {
     let (source, saved_as) = Source::open(dir)?;
+    if let Some(path) = source.own_file(opt, saved_as) {
+        // Saved as this rank holds it: its own file, tensor for tensor. This is the only way
+        // 8-bit moments come back, as their block-wise codes cannot be cut at other places.
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .with_context(|| format!("reading {}", path.display()))?;
+        match opt {
+            Optimizer::Replicated(o) => o.load_state(&tensors, steps),
+            Optimizer::Sharded(s) => {
+                s.refresh_from_weights()?;
+                s.shard_mut().load_state(&tensors, steps)
+            }
+        }
+        .with_context(|| format!("restoring the optimizer from {}", dir.display()))?;
+        return Ok(saved_as);
+    }
+    if let Some(first) = opt.params().first()
+        && source.has(&first.name, "exp_avg.codes")
+    {
+        return Err(TrainError::Resume(format!(
+            "{}: its 8-bit optimizer state was saved on {} rank(s) at ZeRO-{}; 8-bit state \
+             resumes only as it was saved (its codes are block-wise), so resume with that \
+             number of ranks and --zero {}",
+            dir.display(),
+            saved_as.world_size,
+            saved_as.zero.name(),
+            saved_as.zero.name(),
+        )));
+    }
     let mut tensors = HashMap::new();
     match opt {
         Optimizer::Replicated(o) => {
@@ -474,5 +517,94 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let e = restore(empty.path(), &mut o, 0).unwrap_err().to_string();
         assert!(e.contains("neither optimizer.safetensors"), "{e}");
+    }
+
+    /// 8-bit shards come back exactly on the world size and stage they were saved with, and
+    /// any other combination is refused with what to do (their block-wise codes cannot be
+    /// re-cut).
+    #[test]
+    fn eight_bit_shards_resume_only_as_saved() {
+        use crate::optim::StateFormat;
+        let cfg = AdamWConfig {
+            state: StateFormat::Dynamic8,
+            ..Default::default()
+        };
+        let ps = || -> Vec<Param> {
+            [("big", 10_000usize), ("small", 5)]
+                .into_iter()
+                .map(|(name, n)| {
+                    let v: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
+                    let t = Tensor::from_vec(v, n, &Device::Cpu).unwrap();
+                    Param {
+                        name: name.into(),
+                        var: Var::from_tensor(&t).unwrap(),
+                    }
+                })
+                .collect()
+        };
+        let as_f32 = |opt: &Optimizer| -> Vec<(String, Vec<f32>)> {
+            let Optimizer::Sharded(s) = opt else {
+                unreachable!()
+            };
+            let mut all: Vec<_> = s
+                .shard()
+                .state_tensors()
+                .into_iter()
+                .map(|(k, t)| {
+                    let t = t.flatten_all().unwrap().to_dtype(DType::F32).unwrap();
+                    (k, t.to_vec1::<f32>().unwrap())
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let d = tempfile::tempdir().unwrap();
+        let world = 2;
+        let mut saved = Vec::new();
+        for r in 0..world {
+            let comm = RankOf(r, world);
+            let mut o = Optimizer::new(ps(), cfg, ZeroStage::Zero1, &comm, DEFAULT_BUCKET).unwrap();
+            let Optimizer::Sharded(s) = &mut o else {
+                unreachable!()
+            };
+            for k in 1..=3 {
+                let g: Vec<Option<Tensor>> = s
+                    .shard()
+                    .params()
+                    .iter()
+                    .map(|p| {
+                        let n = p.var.elem_count();
+                        let v: Vec<f32> = (0..n).map(|i| ((i * k) % 7) as f32 - 3.0).collect();
+                        Some(Tensor::from_vec(v, n, &Device::Cpu).unwrap())
+                    })
+                    .collect();
+                s.shard_mut().step(&g, 1e-2).unwrap();
+            }
+            assert!(
+                s.shard().state_tensors().contains_key("big.exp_avg.codes"),
+                "rank {r}'s piece of `big` is large enough for 8-bit moments"
+            );
+            save(d.path(), &o, r, world).unwrap();
+            saved.push(as_f32(&o));
+        }
+        for (r, want) in saved.iter().enumerate() {
+            let comm = RankOf(r, world);
+            let mut o = Optimizer::new(ps(), cfg, ZeroStage::Zero1, &comm, DEFAULT_BUCKET).unwrap();
+            restore(d.path(), &mut o, 3).unwrap();
+            assert_eq!(o.steps(), 3);
+            assert_eq!(&as_f32(&o), want, "rank {r}");
+        }
+        for (w, stage) in [
+            (3, ZeroStage::Zero1),
+            (2, ZeroStage::Zero2),
+            (1, ZeroStage::Zero0),
+        ] {
+            let mut o = Optimizer::new(ps(), cfg, stage, &RankOf(0, w), DEFAULT_BUCKET).unwrap();
+            let e = restore(d.path(), &mut o, 3).unwrap_err().to_string();
+            assert!(
+                e.contains("8-bit optimizer state was saved on 2 rank(s) at ZeRO-1"),
+                "{e}"
+            );
+        }
     }
 }
