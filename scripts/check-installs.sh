@@ -3,7 +3,8 @@
 # uninstalling what the machine has: the machine's tools are hidden from PATH (a folder of links
 # to everything else), cargo tools and CUDA's headers go into a scratch prefix, playwright-core
 # into a scratch copy of web/e2e, and the Debian packages (nodejs, npm, chromium,
-# chromium-driver, g++) into a fresh Debian made by debootstrap (skip with CHECK_APT=0).
+# chromium-driver, g++, and OpenMPI with libclang through need_mpi) into a fresh Debian made
+# by debootstrap (skip with CHECK_APT=0).
 #
 #   scripts/check-installs.sh [SCRATCH]      # default: a new temporary folder, removed after
 #   CHECK_ONLY=apt scripts/check-installs.sh # one step only: trunk, bindgen, cuda, npm or apt
@@ -91,11 +92,13 @@ if wanted apt && [ "${CHECK_APT:-1}" = 1 ]; then
     if chroot "$root" /bin/bash -c '
         export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
         source /root/install-test-deps.sh
-        for t in node npm chromium chromedriver g++; do command -v $t >/dev/null && { echo "$t present"; exit 1; }; done
+        for t in node npm chromium chromedriver g++ mpirun mpicc; do command -v $t >/dev/null && { echo "$t present"; exit 1; }; done
         apt_install nodejs && apt_install npm && apt_install chromium chromium-driver && apt_install g++ &&
-        node --version && npm --version && chromium --version && chromedriver --version && g++ --version | head -1' \
+        need_mpi && [ "${cargo_features[*]}" = "--features dama-native/mpi" ] && ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null &&
+        node --version && npm --version && chromium --version && chromedriver --version && g++ --version | head -1 &&
+        mpirun --version | head -1' \
         > "$scratch/apt.log" 2>&1; then
-      record "apt-get install nodejs npm chromium chromium-driver g++" "ok ($(( $(date +%s) - start )) s): $(grep -E '^v[0-9]|^[0-9]+\.[0-9]+\.[0-9]+$|^Chromium|^ChromeDriver|^g\+\+' "$scratch/apt.log" | cut -c1-40 | tr '\n' ' ')"
+      record "apt-get install nodejs npm chromium chromium-driver g++ openmpi libclang" "ok ($(( $(date +%s) - start )) s): $(grep -E '^v[0-9]|^[0-9]+\.[0-9]+\.[0-9]+$|^Chromium|^ChromeDriver|^g\+\+|^mpirun' "$scratch/apt.log" | cut -c1-40 | tr '\n' ' ')"
     else
       record "apt-get install (debootstrap chroot)" "FAILED (see $scratch/apt.log)"
     fi

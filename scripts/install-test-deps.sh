@@ -2,7 +2,8 @@
 # What the tests need, each installed only when missing; sourced by scripts/test.sh and
 # scripts/test-web.sh. A fresh Debian machine with only rustup gets here: the wasm targets,
 # rustfmt and clippy (rustup); Node.js and npm, Chromium and ChromeDriver (Debian's packages);
-# trunk and wasm-bindgen-cli (cargo install, pinned); playwright-core (npm, pinned by
+# OpenMPI and libclang (Debian's packages, for the data-parallel tests); trunk and
+# wasm-bindgen-cli (cargo install, pinned); playwright-core (npm, pinned by
 # web/e2e/package-lock.json); the CUDA headers the kernels' CPU emulation compiles against
 # (PyPI wheels, no nvcc). Each step says what it installs; `skipped` collects what could not be
 # had and why, for the summary at the end.
@@ -95,6 +96,20 @@ need_browser_tools() {
     step "npm ci: playwright-core (web/e2e/node_modules, ignored; no browser download)"
     (cd web/e2e && npm ci --no-audit --no-fund)
   fi
+}
+
+# Data-parallel training's tests run ranks over MPI (dama-train's `mpi` feature): OpenMPI's
+# mpirun and mpicc, and libclang for the bindings the `mpi` crate generates at build time.
+# Sets cargo_features to the feature flag when they are there, or adds to `skipped`.
+need_mpi() {
+  cargo_features=()
+  if ! command -v mpicc >/dev/null 2>&1 || ! command -v mpirun >/dev/null 2>&1 \
+    || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+    step "apt-get install openmpi-bin libopenmpi-dev libclang-dev (data-parallel tests over MPI)"
+    apt_install openmpi-bin libopenmpi-dev libclang-dev pkg-config \
+      || { skipped+=("the data-parallel tests over MPI (native/tests/dist.rs): OpenMPI or libclang could not be installed"); return 1; }
+  fi
+  cargo_features=(--features dama-native/mpi)
 }
 
 # The CPU emulation of the CUDA kernels needs a C++20 compiler and CUDA's headers (cuda_bf16.h

@@ -9,14 +9,15 @@ source scripts/install-test-deps.sh
 # --- what the tests need ------------------------------------------------------------------
 need_rust_parts
 need_browser_tools
+need_mpi || true
 
 # --- the checks ---------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-step "cargo test"
-cargo test --workspace
+cargo clippy --workspace --all-targets "${cargo_features[@]}" -- -D warnings
+step "cargo test${cargo_features[*]:+ ${cargo_features[*]}}"
+cargo test --workspace "${cargo_features[@]}"
 step "the browser's crates for wasm32, and dama-core for a target without std"
 cargo build -p dama-core --target wasm32-unknown-unknown
 cargo build -p dama-core --target wasm32v1-none

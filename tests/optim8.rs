@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use dama_llava::random::{TinySpec, write_tiny_model};
 use dama_tests::{config, dataset, max_diff, weights};
+use dama_train::dist::{Optimizer, Single};
 use dama_train::order::DataOrder;
 use dama_train::policy::build_policy;
 use dama_train::prepare::prepare;
@@ -73,8 +74,12 @@ fn round_to_nearest_8bit(opt: &mut dama_train::optim::AdamW) {
 /// that fails (a non-finite gradient) ends the run.
 fn run(cfg: &TrainConfig, out: &Path, control: bool) -> Run {
     let dev = Device::Cpu;
-    let prepared = prepare(cfg, out, false, &dev, &Silent).unwrap();
-    let mut policy = build_policy(cfg, &prepared.identity, None, &dev, &Silent).unwrap();
+    let prepared = prepare(cfg, out, false, &dev, &Silent, &Single).unwrap();
+    let mut policy = build_policy(cfg, &prepared.identity, None, &dev, &Silent, &Single).unwrap();
+    // one rank: the optimizer is the replicated AdamW itself
+    let Optimizer::Replicated(opt) = &mut policy.opt else {
+        unreachable!("ZeRO-0 on one rank")
+    };
     let data = &prepared.data;
     let order = DataOrder {
         len: data.pairs.len(),
@@ -103,7 +108,7 @@ fn run(cfg: &TrainConfig, out: &Path, control: bool) -> Run {
         let lr = schedule.lr(losses.len() as u64);
         let step = train_step(
             &policy.model,
-            &mut policy.opt,
+            opt,
             &batch,
             refs,
             &cfg.dama,
@@ -119,7 +124,7 @@ fn run(cfg: &TrainConfig, out: &Path, control: bool) -> Run {
             }
         }
         if control {
-            round_to_nearest_8bit(&mut policy.opt);
+            round_to_nearest_8bit(opt);
         }
         cursor = next;
     }
@@ -179,8 +184,16 @@ fn eight_bit_states_track_fp32_adamw_and_plain_rounding_does_not() {
     let go = |c: &TrainConfig, name: &str, control: bool| run(c, &dir.path().join(name), control);
     let init: BTreeMap<String, Vec<f32>> = {
         let c = cfg(Precision::F32, OptimMaster::F32, OptimState::F32);
-        let prepared = prepare(&c, &dir.path().join("init"), false, &Device::Cpu, &Silent).unwrap();
-        let p = build_policy(&c, &prepared.identity, None, &Device::Cpu, &Silent).unwrap();
+        let prepared = prepare(
+            &c,
+            &dir.path().join("init"),
+            false,
+            &Device::Cpu,
+            &Silent,
+            &Single,
+        )
+        .unwrap();
+        let p = build_policy(&c, &prepared.identity, None, &Device::Cpu, &Silent, &Single).unwrap();
         p.model
             .trainable_vars()
             .iter()

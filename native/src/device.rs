@@ -50,6 +50,37 @@ impl DeviceArgs {
     }
 }
 
+impl DeviceArgs {
+    /// The device of a data-parallel rank: on CUDA the GPU `--gpu + local_rank`, modulo the
+    /// GPUs this process sees (several ranks then share one GPU where there are fewer GPUs
+    /// than ranks: NCCL ≥ 2.30 with `NCCL_MULTI_RANK_GPU_ENABLE=1`).
+    pub fn device_for_rank(&self, local_rank: usize, world: usize) -> Result<Device> {
+        if world == 1 || self.device == DeviceKind::Cpu {
+            return self.device();
+        }
+        let gpus = gpu_count();
+        if gpus == 0 {
+            return self.device();
+        }
+        DeviceArgs {
+            gpu: (self.gpu + local_rank) % gpus,
+            ..self.clone()
+        }
+        .device()
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_count() -> usize {
+    candle_core::cuda_backend::cudarc::driver::CudaContext::device_count()
+        .map_or(0, |n| n.max(0) as usize)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_count() -> usize {
+    0
+}
+
 /// A short name for logs: `cpu`, `cuda:0`.
 pub fn describe(device: &Device) -> String {
     match device {

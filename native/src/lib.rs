@@ -9,6 +9,7 @@ pub mod demo;
 pub mod device;
 pub mod generator;
 pub mod hub;
+pub mod launcher;
 pub mod plots;
 pub mod progress;
 pub mod questions;

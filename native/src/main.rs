@@ -10,12 +10,13 @@ use dama_native::commands;
 #[command(
     name = "dama-native",
     version,
-    about = "DAMA (Data- and Model-aware DPO, ICML 2025) for LLaVA-1.5: score preference data with CLIP, compute reference log-probs, train.",
+    about = "DAMA (Data- and Model-aware DPO, ICML 2025) for LLaVA-1.5: score preference data with CLIP, compute reference log-probs, train, generate, evaluate.",
     long_about = "DAMA (Data- and Model-aware DPO, ICML 2025) for LLaVA-1.5.\n\n\
         A typical run: `score` a preference dataset with CLIP (per-pair hardness δ and α_D), \
         `train` LLaVA-1.5 on it (reference log-probs are computed and cached first). \
-        With no command, runs the demo: a synthetic dataset and a tiny random LLaVA, trained \
-        with `dama` and with `dpo`, in a few minutes on a CPU."
+        With no command, runs the demo: a world of pictures with known contents, a CLIP and an \
+        SFT model trained on it, preference pairs sampled from that model, DPO against DAMA, \
+        and CHAIR of their answers, in about a minute on a CPU (release build)."
 )]
 struct Cli {
     #[command(subcommand)]

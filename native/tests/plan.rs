@@ -76,3 +76,28 @@ fn plan_on_the_cpu_needs_a_gpu_size() {
         "{text}"
     );
 }
+
+/// A data-parallel run is planned from its own flags: `--nproc` and `--zero` (the 7b, f32
+/// master and moments, 832-token conversations, checkpointing, 80 GB: ZeRO-0 does not fit 4
+/// GPUs, ZeRO-1 does, as in README's table).
+#[test]
+fn plan_of_a_data_parallel_run_reads_nproc_and_zero() {
+    let base = [
+        "--gpu-memory",
+        "80GB",
+        "--recompute-activations",
+        "--plan-tokens",
+        "832",
+        "--nproc",
+        "4",
+    ];
+    let (ok, text) = plan(&base);
+    assert!(ok, "{text}");
+    assert!(text.contains("4 GPUs"), "{text}");
+    assert!(text.contains("does not fit"), "{text}");
+    assert!(text.contains("--zero 1"), "the cheapest change: {text}");
+    let (ok, text) = plan(&[&base[..], &["--zero", "1"]].concat());
+    assert!(ok, "{text}");
+    assert!(text.contains("sharded over 4 GPUs"), "{text}");
+    assert!(text.contains("fits 74.51 GiB"), "{text}");
+}

@@ -2,11 +2,16 @@
 //!
 //! `checkpoints/step-NNNNNN/` holds the model in the Hugging Face layout (transformers loads
 //! it; LoRA merged), `adapter.safetensors` (the LoRA matrices themselves, for resuming),
-//! `optimizer.safetensors` (fp32 masters, and the moments in f32 or as 8-bit codes with their
-//! block absmaxes) and `trainer_state.json` (step, data
-//! cursor, ḡ and the sampling stream). It is written under a temporary name and renamed when
-//! complete, then `checkpoints/latest` is replaced the same way, so a kill at any instant leaves
-//! the previous checkpoint intact and named.
+//! the optimizer state (fp32 masters, and the moments in f32 or as 8-bit codes with their block
+//! absmaxes: `optimizer.safetensors`, or one shard file
+//! per rank under ZeRO-1/2, see [`crate::dist::zero_state`]) and `trainer_state.json` (step,
+//! data cursor, ḡ and the sampling stream). It is written under a temporary name and renamed
+//! when complete, then `checkpoints/latest` is replaced the same way, so a kill at any instant
+//! leaves the previous checkpoint intact and named.
+//!
+//! With several ranks, rank 0 writes everything but the optimizer shards, which every rank
+//! writes into the same temporary folder between two barriers (the output folder is shared,
+//! as a cluster's file system is).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,9 +21,10 @@ use dama_core::DamaState;
 use dama_llava::LlavaModel;
 use serde::{Deserialize, Serialize};
 
+use crate::dist::zero_state::{self, SavedAs};
+use crate::dist::{Collectives, Optimizer};
 use crate::error::{Context, Result, TrainError};
 use crate::files::write_atomic;
-use crate::optim::AdamW;
 use crate::order::Cursor;
 
 /// Everything besides tensors that a resumed run needs.
@@ -39,21 +45,39 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 /// Writes the checkpoint of `state.step` under `root` (`<out>/checkpoints`) and points
-/// `latest` at it; keeps the newest `keep` checkpoints. Returns its folder.
+/// `latest` at it; keeps the newest `keep` checkpoints. Returns its folder. Every rank calls
+/// it.
 pub fn save(
     root: &Path,
     model: &LlavaModel,
-    opt: &AdamW,
+    opt: &Optimizer,
     state: &TrainerState,
     lora: bool,
     keep: usize,
+    comm: &dyn Collectives,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(root).map_err(TrainError::io("creating", root))?;
     let name = format!("step-{:06}", state.step);
     let dir = root.join(&name);
     let tmp = root.join(format!(".tmp-{name}"));
-    if tmp.exists() {
-        remove_dir(&tmp)?;
+    let main = comm.is_main();
+    if main {
+        std::fs::create_dir_all(root).map_err(TrainError::io("creating", root))?;
+        if tmp.exists() {
+            remove_dir(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(TrainError::io("creating", &tmp))?;
+    }
+    let sharded = matches!(opt, Optimizer::Sharded(_));
+    if sharded && comm.world_size() > 1 {
+        comm.phase("writing its optimizer shard");
+        comm.barrier()?; // the folder exists
+        zero_state::save(&tmp, opt, comm.rank(), comm.world_size())?;
+        comm.barrier()?; // every shard is written
+    } else if main {
+        zero_state::save(&tmp, opt, 0, comm.world_size())?;
+    }
+    if !main {
+        return Ok(dir);
     }
     model
         .save_pretrained(&tmp)
@@ -66,7 +90,6 @@ pub fn save(
             .collect();
         candle_core::safetensors::save(&adapters, tmp.join("adapter.safetensors"))?;
     }
-    candle_core::safetensors::save(&opt.state_tensors(), tmp.join("optimizer.safetensors"))?;
     let state_path = tmp.join("trainer_state.json");
     let json = serde_json::to_string_pretty(state).expect("a trainer state serialises") + "\n";
     std::fs::write(&state_path, json).map_err(TrainError::io("writing", &state_path))?;
@@ -122,14 +145,15 @@ pub fn latest(root: &Path) -> Result<Option<(PathBuf, TrainerState)>> {
 }
 
 /// Restores the optimizer (and, for LoRA, the adapter values) of checkpoint `dir` into a
-/// freshly loaded model and optimizer.
+/// freshly loaded model and optimizer, re-sharding the optimizer state when it was saved by
+/// another number of ranks or another ZeRO stage. Returns how it was saved.
 pub fn restore(
     dir: &Path,
     model: &LlavaModel,
-    opt: &mut AdamW,
+    opt: &mut Optimizer,
     state: &TrainerState,
     lora: bool,
-) -> Result<()> {
+) -> Result<SavedAs> {
     let device = model.device();
     if lora {
         let path = dir.join("adapter.safetensors");
@@ -150,10 +174,5 @@ pub fn restore(
             var.set(&t.to_dtype(var.dtype())?)?;
         }
     }
-    let path = dir.join("optimizer.safetensors");
-    let saved = candle_core::safetensors::load(&path, device)
-        .with_context(|| format!("reading {}", path.display()))?;
-    opt.load_state(&saved, state.step)
-        .with_context(|| format!("restoring the optimizer from {}", path.display()))?;
-    Ok(())
+    zero_state::restore(dir, opt, state.step)
 }

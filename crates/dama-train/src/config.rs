@@ -9,6 +9,7 @@ use dama_core::DamaConfig;
 use dama_llava::{LoraConfig, Trainable};
 use serde::{Deserialize, Serialize};
 
+use crate::dist::zero::{DEFAULT_BUCKET, ZeroStage};
 use crate::error::{Result, TrainError};
 use crate::ref_cache::hash_parts;
 
@@ -179,15 +180,33 @@ pub struct TrainConfig {
     /// numbers, less memory, one more forward of the language model per pass).
     #[serde(default, alias = "activation_checkpointing")]
     pub recompute_activations: bool,
+    /// With several ranks, how far the optimizer state is sharded (`--zero`); the weights
+    /// come out the same. Absent from `run.json` at 0.
+    #[serde(default, skip_serializing_if = "ZeroStage::is_zero")]
+    pub zero: ZeroStage,
+    /// Elements per collective call of the gradient and weight exchanges (`--bucket-size`).
+    #[serde(default = "default_bucket", skip_serializing_if = "is_default_bucket")]
+    pub bucket_size: usize,
+}
+
+fn default_bucket() -> usize {
+    DEFAULT_BUCKET
+}
+
+fn is_default_bucket(b: &usize) -> bool {
+    *b == DEFAULT_BUCKET
 }
 
 /// The fields of [`TrainConfig`] a resumed run may change.
-const FREE_ON_RESUME: [&str; 5] = [
+const FREE_ON_RESUME: [&str; 7] = [
     "save_every",
     "save_total_limit",
     "skip_bad",
     "ref_cache",
     "recompute_activations",
+    // the same maths on another layout; a checkpoint's optimizer state is re-sharded
+    "zero",
+    "bucket_size",
 ];
 
 impl TrainConfig {
@@ -227,6 +246,8 @@ impl TrainConfig {
             skip_bad: false,
             ref_cache: None,
             recompute_activations: false,
+            zero: ZeroStage::Zero0,
+            bucket_size: DEFAULT_BUCKET,
         }
     }
 
@@ -235,6 +256,11 @@ impl TrainConfig {
         if self.batch_size == 0 || self.micro_batch == 0 {
             return Err(TrainError::Settings(
                 "batch sizes must be at least 1".into(),
+            ));
+        }
+        if self.bucket_size == 0 {
+            return Err(TrainError::Settings(
+                "the bucket size must be at least 1 element".into(),
             ));
         }
         self.dama.validate()?;
@@ -295,6 +321,7 @@ mod tests {
         let v = serde_json::to_value(&cfg).unwrap();
         assert_eq!(v["dtype"], "f32");
         assert!(v.get("optim_master").is_none());
+        assert!(v.get("zero").is_none() && v.get("bucket_size").is_none());
         assert!(v.get("optim_state").is_none());
         let eight = TrainConfig {
             optim_state: OptimState::Dynamic8,
@@ -311,6 +338,8 @@ mod tests {
             save_every: 7,
             skip_bad: true,
             recompute_activations: true,
+            zero: ZeroStage::Zero2,
+            bucket_size: 1000,
             ..a.clone()
         };
         assert_eq!(a.identity().unwrap(), free.identity().unwrap());

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use dama_data::{
     DataError, Header, ImageCheck, Location, Problem, ReadMode, ReadOptions, ReadSummary,
     open_dataset,
@@ -220,6 +220,13 @@ impl TrainData {
         processor: &LlavaProcessor,
         device: &Device,
     ) -> Result<PairBatch> {
+        if indices.is_empty() {
+            // a data-parallel rank whose share of a short batch is empty
+            return Ok(PairBatch {
+                images: Images::Pixels(Tensor::zeros((0, 3, 1, 1), DType::F32, device)?),
+                pairs: Vec::new(),
+            });
+        }
         let pixels: Vec<Tensor> = indices
             .par_iter()
             .map(|&i| {

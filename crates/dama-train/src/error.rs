@@ -52,6 +52,9 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// Launching, communicating with or losing another rank.
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
     /// What was being done when `source` failed.
     #[error("{context}")]
     Context {

@@ -9,15 +9,17 @@ use dama_llava::{LlavaModel, LoadOptions};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::config::{OptimMaster, OptimState, TrainConfig};
+use crate::dist::{Collectives, Optimizer};
 use crate::error::{Context, Result};
 use crate::observer::Observer;
-use crate::optim::{AdamW, AdamWConfig, Master, Param, StateFormat};
+use crate::optim::{AdamWConfig, Master, Param, StateFormat};
 use crate::order::Cursor;
 
 /// A policy ready for its next step.
 pub struct Policy {
     pub model: LlavaModel,
-    pub opt: AdamW,
+    /// AdamW, replicated or (ZeRO-1/2) sharded across the ranks.
+    pub opt: Optimizer,
     pub state: TrainerState,
 }
 
@@ -40,13 +42,15 @@ pub fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
 }
 
 /// Loads the policy (full fine-tuning resumes from the checkpoint's weights; LoRA from the
-/// initial weights plus the saved adapters), its optimizer, and the run's state.
+/// initial weights plus the saved adapters), its optimizer (this rank's part of it), and the
+/// run's state.
 pub fn build_policy(
     cfg: &TrainConfig,
     identity: &str,
     resumed: Option<&(PathBuf, TrainerState)>,
     device: &Device,
     observer: &dyn Observer,
+    comm: &dyn Collectives,
 ) -> Result<Policy> {
     let opts = LoadOptions {
         dtype: cfg.precision.dtype(),
@@ -62,10 +66,17 @@ pub fn build_policy(
         .with_context(|| format!("loading the policy {}", load_from.display()))?;
     model.set_recompute_activations(cfg.recompute_activations);
     let params = Param::all(model.trainable_vars());
-    let mut opt = AdamW::new(params, adamw_config(cfg))?;
+    let mut opt = Optimizer::new(params, adamw_config(cfg), cfg.zero, comm, cfg.bucket_size)?;
     let state = match resumed {
         Some((dir, saved)) => {
-            checkpoint::restore(dir, &model, &mut opt, saved, lora)?;
+            let was = checkpoint::restore(dir, &model, &mut opt, saved, lora)?;
+            let world = comm.world_size();
+            if (was.world_size, was.zero) != (world, cfg.zero) {
+                observer.notice(&format!(
+                    "the optimizer state was saved by {} rank(s) at ZeRO-{}; re-sharded for {world} at ZeRO-{} (the same values; later sums run in another order)",
+                    was.world_size, was.zero, cfg.zero
+                ));
+            }
             observer.resumed(dir, saved.step);
             saved.clone()
         }

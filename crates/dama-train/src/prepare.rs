@@ -10,10 +10,11 @@ use dama_llava::{AspectMode, LlavaConfig, LlavaProcessor};
 use crate::checkpoint::{self, TrainerState};
 use crate::config::TrainConfig;
 use crate::data::{DataOptions, TrainData};
+use crate::dist::Collectives;
 use crate::error::{Result, TrainError};
 use crate::files::write_atomic;
 use crate::observer::Observer;
-use crate::reference::{RefLogps, ReferencePass, reference_logps};
+use crate::reference::{RefLogps, ReferencePass, reference_logps_on};
 
 /// A run ready for its policy.
 pub struct Prepared {
@@ -51,13 +52,14 @@ pub fn load_processor(
 
 /// Checks the output folder (a resume must find its checkpoint and the same settings; a fresh
 /// run must not overwrite one), writes `run.json`, reads the data and computes the reference
-/// log-probs.
+/// log-probs. Every rank reads the folder and the data; rank 0 alone writes.
 pub fn prepare(
     cfg: &TrainConfig,
     out: &Path,
     resume: bool,
     device: &Device,
     observer: &dyn Observer,
+    comm: &dyn Collectives,
 ) -> Result<Prepared> {
     cfg.validate()?;
     std::fs::create_dir_all(out).map_err(TrainError::io("creating", out))?;
@@ -83,9 +85,12 @@ pub fn prepare(
         }
         _ => {}
     }
-    let run_json = out.join("run.json");
-    let settings = serde_json::to_string_pretty(cfg).expect("a config serialises") + "\n";
-    write_atomic(&run_json, settings.as_bytes())?;
+    let main = comm.is_main();
+    if main {
+        let run_json = out.join("run.json");
+        let settings = serde_json::to_string_pretty(cfg).expect("a config serialises") + "\n";
+        write_atomic(&run_json, settings.as_bytes())?;
+    }
 
     let (processor, positions) = load_processor(&cfg.model, cfg.aspect_pad, cfg.max_length)?;
     let options = DataOptions {
@@ -96,7 +101,9 @@ pub fn prepare(
     };
     let data = TrainData::load(&cfg.data, &processor, options)?;
     let list = out.join("skipped.jsonl");
-    data.summary.write_skipped(&list)?;
+    if main {
+        data.summary.write_skipped(&list)?;
+    }
     data.report(observer, Some(&list), cfg.max_length);
     let alpha_d = data.alpha_d()?;
     if alpha_d.is_none() && cfg.dama.mode.uses_alpha_d() {
@@ -119,7 +126,7 @@ pub fn prepare(
         batch: cfg.micro_batch,
         shared_prefix: cfg.shared_prefix,
     };
-    let refs = reference_logps(&pass, &data, &processor, observer)?;
+    let refs = reference_logps_on(&pass, &data, &processor, observer, comm)?;
     Ok(Prepared {
         identity,
         resumed,

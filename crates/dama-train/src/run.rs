@@ -9,6 +9,7 @@ use candle_core::Device;
 
 use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::dist::{Collectives, Single, Split};
 use crate::error::{Context, Result};
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::observer::Observer;
@@ -16,12 +17,13 @@ use crate::order::DataOrder;
 use crate::policy::{Policy, build_policy};
 use crate::prepare::{Prepared, prepare};
 use crate::schedule::CosineSchedule;
-use crate::step::{BatchRefs, StepSettings, train_step};
+use crate::step::{BatchRefs, StepSettings, train_step_of_share};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
-    /// Every step's metrics, the resumed-from steps included.
+    /// Every step's metrics, the resumed-from steps included (rank 0's log; empty on the
+    /// other ranks, which write nothing).
     pub steps: Vec<StepMetrics>,
     pub final_dir: PathBuf,
     pub seconds: f64,
@@ -36,23 +38,46 @@ pub fn train(
     device: &Device,
     observer: &dyn Observer,
 ) -> Result<RunSummary> {
+    train_on(cfg, out, resume, device, observer, &Single)
+}
+
+/// [`train`] as one rank of a data-parallel job (docs/SPEC.md section 8): every rank of
+/// `comm` calls it with the same settings and output folder; each runs its share of every
+/// global batch, rank 0 writes the metrics, the checkpoints' model and the final model.
+pub fn train_on(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &Device,
+    observer: &dyn Observer,
+    comm: &dyn Collectives,
+) -> Result<RunSummary> {
     let started = Instant::now();
-    let prepared = prepare(cfg, out, resume, device, observer)?;
+    comm.phase("preparing the run");
+    let prepared = prepare(cfg, out, resume, device, observer, comm)?;
+    comm.phase("loading the policy");
     let mut policy = build_policy(
         cfg,
         &prepared.identity,
         prepared.resumed.as_ref(),
         device,
         observer,
+        comm,
     )?;
-    run_steps(cfg, out, &prepared, &mut policy, device, observer)?;
+    run_steps(cfg, out, &prepared, &mut policy, device, observer, comm)?;
     let final_dir = out.join("final");
-    policy
-        .model
-        .save_pretrained(&final_dir)
-        .with_context(|| format!("saving the trained model to {}", final_dir.display()))?;
+    let steps = if comm.is_main() {
+        comm.phase("saving the final model");
+        policy
+            .model
+            .save_pretrained(&final_dir)
+            .with_context(|| format!("saving the trained model to {}", final_dir.display()))?;
+        MetricsLog::read(&out.join("metrics.jsonl"))?
+    } else {
+        Vec::new()
+    };
     Ok(RunSummary {
-        steps: MetricsLog::read(&out.join("metrics.jsonl"))?,
+        steps,
         final_dir,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -67,6 +92,7 @@ fn run_steps(
     policy: &mut Policy,
     device: &Device,
     observer: &dyn Observer,
+    comm: &dyn Collectives,
 ) -> Result<()> {
     let Prepared {
         processor,
@@ -92,11 +118,18 @@ fn run_steps(
     };
     let ckpt_root = out.join("checkpoints");
     let lora = cfg.lora.is_some();
-    let mut log = MetricsLog::open(&out.join("metrics.jsonl"), state.step)?;
+    let main = comm.is_main();
+    let mut log = if main {
+        Some(MetricsLog::open(&out.join("metrics.jsonl"), state.step)?)
+    } else {
+        None
+    };
     observer.training_started(&cfg.dama.mode.to_string(), total, state.step);
     while let Some((indices, next)) = order.batch_at(state.cursor) {
         let t0 = Instant::now();
-        let batch = data.batch(&indices, processor, device)?;
+        comm.phase(&format!("step {}", state.step + 1));
+        let split = Split::new(indices.len(), comm.world_size());
+        let batch = data.batch(&indices[split.range(comm.rank())], processor, device)?;
         let pick = |v: &[f32]| indices.iter().map(|&i| v[i]).collect::<Vec<f32>>();
         let (rc, rr) = (pick(&refs.chosen), pick(&refs.rejected));
         let ad = alpha_d.as_deref().map(pick);
@@ -106,7 +139,7 @@ fn run_steps(
             alpha_d: ad.as_deref(),
         };
         let lr = schedule.lr(state.step);
-        let report = train_step(
+        let report = train_step_of_share(
             model,
             opt,
             &batch,
@@ -115,6 +148,9 @@ fn run_steps(
             &mut state.dama,
             &settings,
             lr,
+            comm,
+            split,
+            cfg.bucket_size,
         )
         .with_context(|| {
             let ids: Vec<&str> = indices.iter().map(|&i| data.pairs[i].id.as_str()).collect();
@@ -130,11 +166,22 @@ fn run_steps(
             &report,
             t0.elapsed().as_secs_f64(),
         );
-        log.append(&m)?;
+        if let Some(log) = log.as_mut() {
+            log.append(&m)?;
+        }
         observer.step_finished(&m);
         let done = order.batch_at(state.cursor).is_none();
         if (cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every)) || done {
-            checkpoint::save(&ckpt_root, model, opt, state, lora, cfg.save_total_limit)?;
+            comm.phase(&format!("saving the checkpoint of step {}", state.step));
+            checkpoint::save(
+                &ckpt_root,
+                model,
+                opt,
+                state,
+                lora,
+                cfg.save_total_limit,
+                comm,
+            )?;
         }
     }
     observer.training_finished();

@@ -13,6 +13,7 @@ use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
 use dama_kernels::profile;
 use dama_llava::{Images, LlavaModel, PairBatch};
 
+use crate::dist::{Collectives, Optimizer, Single, Split};
 use crate::error::{Context, Result, TrainError};
 use crate::optim::{AdamW, GradAccumulator, Param, clip_grad_norm};
 
@@ -130,6 +131,55 @@ pub fn train_step(
     })
 }
 
+/// One data-parallel optimizer step on this rank's share (`batch`, the pairs
+/// `split.range(comm.rank())`) of a global batch: [`gradients_of_share`], then the
+/// gradients summed over the ranks, clipped and applied by `opt` (replicated or sharded).
+/// Every rank returns the same report; `tokens` counts every rank's.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_of_share(
+    model: &LlavaModel,
+    opt: &mut Optimizer,
+    batch: &PairBatch,
+    refs: BatchRefs<'_>,
+    dama: &DamaConfig<f32>,
+    state: &mut DamaState<f32>,
+    settings: &StepSettings,
+    lr: f64,
+    comm: &dyn Collectives,
+    split: Split,
+    bucket: usize,
+) -> Result<StepReport> {
+    let g = gradients_of_share(
+        model,
+        opt.params(),
+        batch,
+        refs,
+        dama,
+        state,
+        settings,
+        comm,
+        split,
+    )?;
+    let device = model.device();
+    comm.phase("summing the gradients and updating");
+    let grad_norm = phase(device, "step.optimizer", || {
+        opt.step(g.grads, lr, settings.max_grad_norm, comm, bucket)
+    })?;
+    let tokens = if comm.world_size() > 1 {
+        let t = Tensor::new(&[g.tokens as f64], &Device::Cpu)?;
+        comm.all_reduce_sum(&t)?.to_vec1::<f64>()?[0] as usize
+    } else {
+        g.tokens
+    };
+    Ok(StepReport {
+        outcome: g.outcome,
+        grad_norm,
+        policy_chosen: g.policy_chosen,
+        policy_rejected: g.policy_rejected,
+        tokens,
+    })
+}
+
 /// See [`Gradients`].
 pub fn gradients(
     model: &LlavaModel,
@@ -140,29 +190,65 @@ pub fn gradients(
     state: &mut DamaState<f32>,
     settings: &StepSettings,
 ) -> Result<Gradients> {
+    let split = Split::new(batch.len(), 1);
+    gradients_of_share(
+        model, params, batch, refs, dama, state, settings, &Single, split,
+    )
+}
+
+/// [`gradients`] of this rank's share of a global batch (docs/SPEC.md section 8): `batch`
+/// holds the pairs `split.range(comm.rank())` of the global batch, `refs` all of its pairs.
+/// The log-probs are all-gathered, so the DAMA step (and `state`) is the global one on every
+/// rank; the gradients returned are this rank's, not yet summed over the ranks; `tokens`
+/// counts this rank's.
+#[allow(clippy::too_many_arguments)]
+pub fn gradients_of_share(
+    model: &LlavaModel,
+    params: &[Param],
+    batch: &PairBatch,
+    refs: BatchRefs<'_>,
+    dama: &DamaConfig<f32>,
+    state: &mut DamaState<f32>,
+    settings: &StepSettings,
+    comm: &dyn Collectives,
+    split: Split,
+) -> Result<Gradients> {
     let n = batch.len();
-    if n == 0 || settings.micro_batch == 0 {
+    if split.len == 0 || settings.micro_batch == 0 {
         return Err(TrainError::Settings(format!(
-            "a step needs pairs and a micro-batch of at least 1 (batch {n}, micro-batch {})",
-            settings.micro_batch
+            "a step needs pairs and a micro-batch of at least 1 (batch {}, micro-batch {})",
+            split.len, settings.micro_batch
         )));
     }
+    let share = split.range(comm.rank());
+    assert_eq!(share.len(), n, "the batch is this rank's share");
     let device = model.device();
-    let features = phase(device, "step.vision", || {
-        Ok(match &batch.images {
-            Images::Pixels(px) => model.image_features(px)?,
-            Images::Features(f) => f.clone(),
-        }
-        .contiguous()?)
-    })?;
+    let mut acc = GradAccumulator::new(params.len());
+    // A rank without pairs (a last batch smaller than the world) only takes part in the
+    // collectives.
+    let features = if n == 0 {
+        None
+    } else {
+        Some(phase(device, "step.vision", || {
+            Ok(match &batch.images {
+                Images::Pixels(px) => model.image_features(px)?,
+                Images::Features(f) => f.clone(),
+            }
+            .contiguous()?)
+        })?)
+    };
     let batch = PairBatch {
-        images: Images::Features(features.clone()),
+        images: match &features {
+            Some(f) => Images::Features(f.clone()),
+            None => batch.images.clone(),
+        },
         pairs: batch.pairs.clone(),
     };
-    let mut acc = GradAccumulator::new(params.len());
 
     let single_pass = settings.micro_batch >= n;
-    let (policy_chosen, policy_rejected, tracked) = if single_pass {
+    let (local_chosen, local_rejected, tracked) = if n == 0 {
+        (Vec::new(), Vec::new(), None)
+    } else if single_pass {
         let logps = phase(device, "step.forward", || {
             Ok(model.pair_logps(&batch, settings.shared_prefix)?)
         })?;
@@ -183,6 +269,15 @@ pub fn gradients(
         }
         (pc, pr, None)
     };
+    let (policy_chosen, policy_rejected) = if split.world == 1 {
+        (local_chosen, local_rejected)
+    } else {
+        comm.phase("gathering the log-probs");
+        (
+            split.gather(comm, &local_chosen)?,
+            split.gather(comm, &local_rejected)?,
+        )
+    };
 
     let input = StepInput {
         policy_chosen: &policy_chosen,
@@ -194,6 +289,8 @@ pub fn gradients(
     };
     let outcome = dama_core::step(dama, state, &input).context("DAMA step")?;
     let mut tokens = tokens_of(&batch, settings.shared_prefix);
+    // ∂L/∂h_i of this rank's pairs: the global normalisation is already in them.
+    let local_weights = &outcome.grad_margins[share];
 
     let surrogate = |chosen: &Tensor, rejected: &Tensor, weights: Vec<f32>| -> Result<Tensor> {
         let w = Tensor::from_vec(weights, chosen.dims1()?, device)?;
@@ -201,12 +298,12 @@ pub fn gradients(
     };
     if let Some(logps) = tracked {
         phase(device, "step.backward", || {
-            let loss = surrogate(&logps.chosen, &logps.rejected, outcome.grad_margins.clone())?;
+            let loss = surrogate(&logps.chosen, &logps.rejected, local_weights.to_vec())?;
             Ok(acc.add(params, &loss.backward()?)?)
         })?;
-    } else {
+    } else if let Some(features) = &features {
         // Only pairs with a non-zero weight move the loss: masked pairs are not run again.
-        let kept: Vec<usize> = (0..n).filter(|&i| outcome.grad_margins[i] != 0.0).collect();
+        let kept: Vec<usize> = (0..n).filter(|&i| local_weights[i] != 0.0).collect();
         for chunk in kept.chunks(settings.micro_batch) {
             let idx = Tensor::from_vec(
                 chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
@@ -221,7 +318,7 @@ pub fn gradients(
             let logps = phase(device, "step.forward", || {
                 Ok(model.pair_logps(&micro, settings.shared_prefix)?)
             })?;
-            let weights = chunk.iter().map(|&i| outcome.grad_margins[i]).collect();
+            let weights = chunk.iter().map(|&i| local_weights[i]).collect();
             phase(device, "step.backward", || {
                 let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
                 Ok(acc.add(params, &loss.backward()?)?)

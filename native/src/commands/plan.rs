@@ -8,12 +8,10 @@ use candle_core::Device;
 use clap::Args;
 use dama_llava::LlavaConfig;
 use dama_train::TrainConfig;
-use dama_train::plan::{MemoryPlan, PlanSettings, ZeroStage, plan, suggest};
+use dama_train::plan::{MemoryPlan, PlanSettings, plan, suggest};
 
-use crate::args::choice;
-
-/// The planner's flags (`--world-size` and `--zero-stage` describe a data-parallel run to
-/// plan for; dama itself trains in one process).
+/// The planner's flags. A data-parallel run is planned from the launch's own flags and
+/// environment (`--nproc` or the launcher's world size, `--zero`): one name for one thing.
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
     /// Print the memory plan (bytes per GPU by category, the peak, whether it fits
@@ -29,12 +27,6 @@ pub struct PlanArgs {
     /// longest pair of a micro-batch. Default: --max-length, the worst case.
     #[arg(long)]
     pub plan_tokens: Option<usize>,
-    /// GPUs of a data-parallel run to plan for (plan only).
-    #[arg(long, default_value_t = 1)]
-    pub world_size: usize,
-    /// ZeRO stage of that run, 0, 1 or 2 (plan only).
-    #[arg(long, value_parser = choice::<ZeroStage>(), default_value_t = ZeroStage::Zero0)]
-    pub zero_stage: ZeroStage,
     /// Start training even when the plan says it will not fit the GPU.
     #[arg(long)]
     pub skip_memory_check: bool,
@@ -84,11 +76,16 @@ fn gib(bytes: u64) -> String {
 }
 
 impl PlanArgs {
-    /// The plan of `cfg` on `device`.
-    pub fn plan(&self, cfg: &TrainConfig, model: &LlavaConfig, cuda: bool) -> Result<MemoryPlan> {
+    /// The plan of `cfg` (its ZeRO stage included) on each of `world` GPUs.
+    pub fn plan(
+        &self,
+        cfg: &TrainConfig,
+        model: &LlavaConfig,
+        cuda: bool,
+        world: usize,
+    ) -> Result<MemoryPlan> {
         let settings = PlanSettings {
-            world_size: self.world_size,
-            zero: self.zero_stage,
+            world_size: world.max(1),
             ..PlanSettings::of_run(cfg, model, self.plan_tokens, cuda)
         };
         Ok(plan(model, &settings)?)
@@ -124,7 +121,7 @@ pub fn report(p: &MemoryPlan, model: &LlavaConfig, capacity: Option<u64>) -> Res
     );
     let alternatives = suggest(model, &p.settings, cap, 3)?;
     if alternatives.is_empty() {
-        out += "no combination of activation checkpointing, smaller micro-batches, a higher ZeRO stage, 8-bit moments, bf16-sr masters and LoRA fits: plan for more GPUs (--world-size, --zero-stage) or a larger card\n";
+        out += "no combination of activation checkpointing, smaller micro-batches, a higher ZeRO stage, 8-bit moments, bf16-sr masters and LoRA fits: plan for more GPUs (--nproc, --zero) or a larger card\n";
     } else {
         out += "cheapest settings that fit (exact changes first, then approximations):\n";
         for a in &alternatives {
@@ -140,6 +137,7 @@ pub fn print_plan(
     cfg: &TrainConfig,
     model_path: &Path,
     device: &Device,
+    world: usize,
 ) -> Result<()> {
     let model = read_config(model_path)?;
     let capacity = args.capacity(device);
@@ -148,7 +146,12 @@ pub fn print_plan(
             "--plan on the CPU needs --gpu-memory (the card to plan for, e.g. --gpu-memory 80GB)"
         );
     }
-    let p = args.plan(cfg, &model, device.is_cuda() || args.gpu_memory.is_some())?;
+    let p = args.plan(
+        cfg,
+        &model,
+        device.is_cuda() || args.gpu_memory.is_some(),
+        world,
+    )?;
     print!("{}", report(&p, &model, capacity)?);
     Ok(())
 }
@@ -156,7 +159,14 @@ pub fn print_plan(
 /// The check at the start of a run on a GPU: stops before anything loads when the plan does
 /// not fit, naming the cheapest settings that would; one line when it does. Nothing on the
 /// CPU (its memory is not the GPU's).
-pub fn check(args: &PlanArgs, cfg: &TrainConfig, model_dir: &Path, device: &Device) -> Result<()> {
+/// `world` is the run's number of ranks (each on its own GPU).
+pub fn check(
+    args: &PlanArgs,
+    cfg: &TrainConfig,
+    model_dir: &Path,
+    device: &Device,
+    world: usize,
+) -> Result<()> {
     if !device.is_cuda() {
         return Ok(());
     }
@@ -164,7 +174,7 @@ pub fn check(args: &PlanArgs, cfg: &TrainConfig, model_dir: &Path, device: &Devi
     let Some(capacity) = args.capacity(device) else {
         return Ok(());
     };
-    let p = args.plan(cfg, &model, true)?;
+    let p = args.plan(cfg, &model, true, world)?;
     if p.fits(capacity) || args.skip_memory_check {
         eprintln!(
             "memory plan: peak {} of {}{}",

@@ -1,15 +1,18 @@
 //! `train`: DPO / D²PO / MDPO / DAMA fine-tuning of LLaVA-1.5. Defaults are the paper's.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use dama_core::{Combine, DamaConfig, Filter, Mode, Preset};
-use dama_train::{LoraSettings, OptimMaster, OptimState, TrainConfig, train};
+use dama_train::dist::{Collectives, Dist, DistOptions, Engine, Launch, ZeroStage};
+use dama_train::{LoraSettings, Observer, OptimMaster, OptimState, Silent, TrainConfig, train_on};
 
 use crate::args::{InputArgs, ModelArgs, choice, paper};
 use crate::commands::plan::{self, PlanArgs};
 use crate::device::{DeviceArgs, describe};
+use crate::launcher::{self, LauncherKind};
 use crate::progress::Progress;
 use crate::report::{NamedRun, plot_runs};
 
@@ -140,6 +143,36 @@ pub struct TrainArgs {
 
     #[command(flatten)]
     pub plan: PlanArgs,
+
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// Data-parallel training: several ranks, each with its share of every global batch.
+#[derive(Debug, Clone, Args)]
+pub struct ParallelArgs {
+    /// Start this many local ranks (processes: through mpirun on the CPU, one per GPU on
+    /// CUDA). Ranks started by torchrun, srun or mpirun need no --nproc: they read the
+    /// launcher's variables (RANK/WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_*).
+    #[arg(long)]
+    pub nproc: Option<usize>,
+    /// How --nproc starts the ranks: auto (mpirun on the CPU, spawned on CUDA), mpirun, spawn.
+    #[arg(long, value_enum, default_value_t = LauncherKind::Auto)]
+    pub launcher: LauncherKind,
+    /// The collectives: auto (NCCL on CUDA, MPI on the CPU), mpi or nccl.
+    #[arg(long, value_parser = choice::<Engine>(), default_value_t = Engine::Auto)]
+    pub dist_engine: Engine,
+    /// ZeRO stage: 0 (optimizer state on every rank), 1 (sharded), 2 (sharded, and the
+    /// gradients reduce-scattered). The same weights either way. Free to change on resume.
+    #[arg(long, value_parser = choice::<ZeroStage>(), default_value_t = paper().zero)]
+    pub zero: ZeroStage,
+    /// Elements per collective call of the gradient and weight exchanges.
+    #[arg(long, default_value_t = paper().bucket_size)]
+    pub bucket_size: usize,
+    /// Seconds a rank may keep the others waiting (or stay silent) before the job stops
+    /// naming it; also the limit for the ranks to find each other.
+    #[arg(long, default_value_t = 600.0)]
+    pub dist_timeout: f64,
 }
 
 impl TrainArgs {
@@ -192,6 +225,8 @@ impl TrainArgs {
             skip_bad: self.input.skip_bad,
             ref_cache: self.ref_cache.clone(),
             recompute_activations: self.recompute_activations,
+            zero: self.parallel.zero,
+            bucket_size: self.parallel.bucket_size,
         }
     }
 }
@@ -206,9 +241,64 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             None => args.model.resolve(&args.model.model)?,
         };
         let cfg = args.config(path.clone(), None, gpu);
-        return plan::print_plan(&args.plan, &cfg, &path, &device);
+        // the run's own world: --nproc, else the launcher's (torchrun, srun, mpirun), else 1
+        let world = match args.parallel.nproc {
+            Some(n) => n,
+            None => Launch::from_env()?.world_size,
+        };
+        return plan::print_plan(&args.plan, &cfg, &path, &device, world);
     }
     let out = args.out.clone().context("--out is required")?;
+    let par = &args.parallel;
+    let child = launcher::is_child();
+    if let Some(n) = par.nproc
+        && !child
+    {
+        let launch = Launch::from_env()?;
+        launch.check_nproc(Some(n), false)?;
+        let cuda = args.device.device()?.is_cuda();
+        let own: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let code = launcher::run(n, par.launcher, cuda, &own)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    let launch = Launch::from_env()?;
+    launch.check_nproc(par.nproc, child)?;
+    let (rank, world) = (launch.rank, launch.world_size);
+    let device = args.device.device_for_rank(launch.local_rank, world)?;
+    let options = DistOptions {
+        engine: par.dist_engine,
+        timeout: Duration::from_secs_f64(par.dist_timeout.max(0.001)),
+        on_fault: None,
+    };
+    let dist = Dist::init(launch, &options, &device)
+        .with_context(|| format!("starting rank {rank} of {world}"))?;
+    match train_rank(args, &out, &device, &dist) {
+        Ok(()) => {
+            dist.finish()?;
+            Ok(())
+        }
+        Err(e) if world > 1 => {
+            // The others would wait for this rank in their next collective: tell them, and
+            // leave without MPI's finalize (which would wait for them).
+            let message = format!("{e:#}");
+            dist.fail(&message);
+            eprintln!("rank {rank}: error: {message}");
+            std::process::exit(1);
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One rank's run (the whole run with one rank); rank 0 alone reports and plots.
+fn train_rank(
+    args: &TrainArgs,
+    out: &std::path::Path,
+    device: &candle_core::Device,
+    dist: &Dist,
+) -> Result<()> {
     let model = args.model.resolve(&args.model.model)?;
     let ref_model = args
         .ref_model
@@ -216,16 +306,29 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         .map(|m| args.model.resolve(m))
         .transpose()?;
     let cfg = args.config(model, ref_model, device.is_cuda());
-    plan::check(&args.plan, &cfg, &cfg.model, &device)?;
-    eprintln!(
-        "training {} on {} ({}), output in {}",
-        cfg.dama.mode,
-        describe(&device),
-        cfg.precision,
-        out.display()
-    );
-    let summary =
-        train(&cfg, &out, args.resume, &device, &Progress::default()).context("training")?;
+    let world = dist.world_size();
+    plan::check(&args.plan, &cfg, &cfg.model, device, world)?;
+    let main = dist.is_main();
+    if main {
+        let ranks = if world > 1 {
+            format!(" × {world} ranks ({}, ZeRO-{})", dist.engine(), cfg.zero)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "training {} on {}{ranks} ({}), output in {}",
+            cfg.dama.mode,
+            describe(device),
+            cfg.precision,
+            out.display()
+        );
+    }
+    let progress = Progress::default();
+    let observer: &dyn Observer = if main { &progress } else { &Silent };
+    let summary = train_on(&cfg, out, args.resume, device, observer, dist).context("training")?;
+    if !main {
+        return Ok(());
+    }
     let last = summary.steps.last().context("no step was run")?;
     println!(
         "{} steps in {:.1} s: loss {:.4}, reward margin {:+.4}, accuracy {:.2}",

@@ -36,7 +36,6 @@ mod suggest;
 pub mod table;
 
 use dama_llava::LlavaConfig;
-use serde::{Deserialize, Serialize};
 
 pub use activations::{Activations, Layout, Sequence};
 pub use params::ParamCounts;
@@ -54,24 +53,8 @@ pub const CUDA_RUNTIME: u64 = 1 << 30;
 /// of a sentence or two.
 pub const PROMPT_TOKENS: usize = 64;
 
-/// ZeRO's stage for the optimizer states across data-parallel ranks (a plain input of the
-/// plan: dama itself runs one process).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
-pub enum ZeroStage {
-    /// Every rank holds everything.
-    #[default]
-    Zero0,
-    /// Master weights and moments sharded over the ranks.
-    Zero1,
-    /// … and the gradients.
-    Zero2,
-}
-
-dama_core::named!(ZeroStage, "ZeRO stage", {
-    Zero0 => "0",
-    Zero1 => "1",
-    Zero2 => "2",
-});
+/// The run's ZeRO stage (`--zero`), the one the trainer shards with.
+pub use crate::dist::zero::ZeroStage;
 
 /// What the planner needs to know about a run.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,7 +100,7 @@ impl PlanSettings {
             shared_prefix: cfg.shared_prefix,
             recompute_activations: cfg.recompute_activations,
             world_size: 1,
-            zero: ZeroStage::Zero0,
+            zero: cfg.zero,
             reference_resident: false,
             cuda,
         }

@@ -79,7 +79,7 @@ pub fn suggest(
                                 cost += 0.5 * halvings as f64;
                             }
                             if zero != s.zero {
-                                flags.push(format!("--zero-stage {zero}"));
+                                flags.push(format!("--zero {zero}"));
                                 cost += 0.5 * (zero as u8 - s.zero as u8) as f64;
                             }
                             if state != s.state {
