@@ -31,8 +31,8 @@ impl Session {
     }
 
     pub fn set_reviewed(&mut self, i: usize, reviewed: bool) {
-        if self.reviewed[i] != reviewed {
-            self.reviewed[i] = reviewed;
+        if self.pairs[i].annotation.reviewed != reviewed {
+            self.pairs[i].annotation.reviewed = reviewed;
             self.touch(i, true, false);
         }
     }
@@ -281,7 +281,7 @@ mod tests {
         s.set_note(1, "check the count");
         s.set_status(1, Status::Drop);
         s.set_reviewed(1, true);
-        assert!(!s.pairs[1].is_kept() && s.reviewed[1]);
+        assert!(!s.pairs[1].is_kept() && s.pairs[1].annotation.reviewed);
         let key = subs_key(s.pairs[0].sub_sentences.as_ref().unwrap());
         s.apply_scores("m", "a", key, scores(&[25.0, 24.0], &[20.0]))
             .unwrap();

@@ -463,6 +463,7 @@ pub(crate) mod tests {
         s.set_status(1, Status::Drop);
         s.swap(2).unwrap();
         s.set_tags(4, "odd");
+        s.set_reviewed(3, true);
         let (name, bytes) = export_jsonl(&s, Mode::Scored).unwrap();
         assert_eq!(name, "demo.curated.jsonl");
         let options = ReadOptions {
@@ -488,6 +489,10 @@ pub(crate) mod tests {
         assert_eq!(pairs[1].alpha_d, None);
         assert!(pairs[2].annotation.swapped);
         assert_eq!(pairs[4].annotation.tags, ["odd"]);
+        let reviewed: Vec<usize> = (0..pairs.len())
+            .filter(|&i| pairs[i].annotation.reviewed)
+            .collect();
+        assert_eq!(reviewed, [3], "the reviewed flag travels with the export");
         for (p, q) in pairs.iter().zip(&s.pairs) {
             assert_eq!(p.image.bytes, q.image.bytes, "images inline, unchanged");
             assert_eq!(p.delta, q.delta);

@@ -55,7 +55,11 @@ pub fn hardest_unreviewed(
         .iter()
         .enumerate()
         .map(|(place, &i)| (place, i as usize))
-        .filter(|&(_, i)| Some(i) != current && !session.reviewed[i] && session.pairs[i].is_kept());
+        .filter(|&(_, i)| {
+            Some(i) != current
+                && !session.pairs[i].annotation.reviewed
+                && session.pairs[i].is_kept()
+        });
     let scored = candidates
         .clone()
         .filter_map(|(place, i)| session.pairs[i].delta.map(|d| (d, place, i)))

@@ -68,7 +68,9 @@ pub struct SavedCuration {
     /// A person's sub-sentences (in the current orientation, i.e. after any swap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subs: Option<SubSentences>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    /// The reviewed flag as saves before 2026-12-04 kept it, outside the annotation (read,
+    /// never written: the annotation carries it now).
+    #[serde(default, skip_serializing)]
     pub reviewed: bool,
 }
 
@@ -100,7 +102,7 @@ pub fn capture_curation(session: &Session, i: usize) -> Option<SavedCuration> {
         subs: subs
             .filter(|s| p.annotation.edited && subs_key(s) != loaded.subs_key)
             .cloned(),
-        reviewed: session.reviewed[i],
+        reviewed: false,
     };
     let unchanged = SavedCuration {
         id: saved.id.clone(),
@@ -209,7 +211,9 @@ fn replay(session: &mut Session, i: usize, c: &SavedCuration) {
     if let Some(annotation) = &c.annotation {
         session.pairs[i].annotation = annotation.clone();
     }
-    session.reviewed[i] = c.reviewed;
+    if c.reviewed {
+        session.pairs[i].annotation.reviewed = true;
+    }
 }
 
 /// The localStorage key under which the explorer kept a dataset's curation before IndexedDB.
@@ -377,7 +381,10 @@ mod tests {
             assert_eq!(a.sub_sentences, b.sub_sentences);
             assert_eq!((&a.scores, a.delta), (&b.scores, b.delta));
         }
-        assert_eq!(again.reviewed, s.reviewed);
+        assert!(
+            again.pairs[5].annotation.reviewed,
+            "the reviewed flag comes back"
+        );
         assert_eq!(again.score_state(6), s.score_state(6));
         assert!(matches!(
             again.score_state(6),

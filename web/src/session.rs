@@ -101,8 +101,6 @@ pub struct Session {
     pub loaded: Vec<Loaded>,
     /// Pairs scored in this browser (rather than read with scores): saved across reloads.
     pub scored_here: Vec<bool>,
-    /// Pairs a person has looked at and decided on (kept in the browser, not in the export).
-    pub reviewed: Vec<bool>,
     pub(crate) before_edit: HashMap<usize, BeforeEdit>,
     pub estimator: Estimator,
     /// What produced the sub-sentences: the dataset's splitter, `rules-v1`, or both.
@@ -215,7 +213,6 @@ impl Session {
             name: name.into(),
             fingerprint,
             scored_here: vec![false; n],
-            reviewed: vec![false; n],
             before_edit: HashMap::new(),
             loaded,
             estimator: header.and_then(|h| h.estimator).unwrap_or_default(),

@@ -59,7 +59,7 @@ impl Row {
             status: p.annotation.status,
             swapped: p.annotation.swapped,
             edited: p.annotation.edited,
-            reviewed: session.reviewed[index],
+            reviewed: p.annotation.reviewed,
             tags: p.annotation.tags.clone(),
             has_note: !p.annotation.note.is_empty(),
         }
@@ -99,7 +99,7 @@ fn state_count(session: &Session, i: usize) -> usize {
         a.swapped,
         a.edited,
         matches!(session.score_state(i), ScoreState::Pending { .. }),
-        session.reviewed[i],
+        a.reviewed,
         !a.note.is_empty(),
     ]
     .into_iter()
@@ -326,11 +326,11 @@ pub fn order(
         StatusFilter::Kept => p.annotation.status == Status::Keep,
         StatusFilter::Dropped => p.annotation.status == Status::Drop,
         StatusFilter::Curated => {
-            p.annotation != session.loaded[i].annotation || session.reviewed[i]
+            p.annotation != session.loaded[i].annotation || p.annotation.reviewed
         }
         StatusFilter::Unscored => p.delta.is_none(),
         StatusFilter::Pending => matches!(session.score_state(i), ScoreState::Pending { .. }),
-        StatusFilter::Unreviewed => !session.reviewed[i],
+        StatusFilter::Unreviewed => !p.annotation.reviewed,
     };
     let mut out: Vec<u32> = session
         .pairs

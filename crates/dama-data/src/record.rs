@@ -143,6 +143,9 @@ pub struct Annotation {
     /// The sub-sentences differ from the splitter's; the scores, if any, are those of the
     /// edited sub-sentences (an edit clears them until the pair is scored again).
     pub edited: bool,
+    /// A person looked at the pair and decided on it (the explorer's "reviewed"), so that a
+    /// reopened curation goes on from the pairs nobody has reviewed yet.
+    pub reviewed: bool,
 }
 
 impl Annotation {

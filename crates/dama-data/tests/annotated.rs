@@ -51,6 +51,7 @@ fn curated() -> (Vec<PreferencePair>, Header) {
     pairs[2].swap(Estimator::Probs).unwrap();
     pairs[3].annotation.tags = vec!["hallucination".into(), "counting".into()];
     pairs[3].annotation.note = "the rejected answer invents a cat".into();
+    pairs[3].annotation.reviewed = true;
     pairs[4].logps = Some(serde_json::json!([-10.5, -12.25]));
     let header = annotate(&mut pairs, &run()).unwrap();
     (pairs, header)

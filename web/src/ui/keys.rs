@@ -113,7 +113,7 @@ impl AppState {
     pub fn toggle_reviewed(self) {
         if let Some(i) = self.current() {
             self.curate(i, |s| {
-                let r = !s.reviewed[i];
+                let r = !s.pairs[i].annotation.reviewed;
                 s.set_reviewed(i, r)
             });
         }

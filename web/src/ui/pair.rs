@@ -90,7 +90,11 @@ fn PairBody(i: usize) -> impl IntoView {
         })
     };
     let kept = move || state.pair(i, |_, p| p.is_kept()).unwrap_or(true);
-    let reviewed = move || state.pair(i, |s, _| s.reviewed[i]).unwrap_or(false);
+    let reviewed = move || {
+        state
+            .pair(i, |s, _| s.pairs[i].annotation.reviewed)
+            .unwrap_or(false)
+    };
     let toggle = move |_| {
         let status = if kept() { Status::Drop } else { Status::Keep };
         state.curate(i, |s| s.set_status(i, status));
@@ -146,7 +150,7 @@ fn PairBody(i: usize) -> impl IntoView {
                 <p class="flags">{move || state.pair(i, |s, p| {
                     let a = &p.annotation;
                     let pending = matches!(s.score_state(i), ScoreState::Pending { .. });
-                    [(a.swapped, "swapped"), (a.edited, "edited"), (pending, "score pending"), (s.reviewed[i], "reviewed")]
+                    [(a.swapped, "swapped"), (a.edited, "edited"), (pending, "score pending"), (a.reviewed, "reviewed")]
                         .into_iter().filter(|f| f.0).map(|f| f.1).collect::<Vec<_>>().join(" · ")
                 })}</p>
             </div>

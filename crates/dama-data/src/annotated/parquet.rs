@@ -77,6 +77,7 @@ fn annotation_fields() -> Fields {
         ("tags", list_of(DataType::Utf8)),
         ("note", DataType::Utf8),
         ("edited", DataType::Boolean),
+        ("reviewed", DataType::Boolean),
     ])
 }
 
@@ -211,6 +212,12 @@ fn to_batch(
                 pairs
                     .iter()
                     .map(|p| Some(p.annotation.edited))
+                    .collect::<BooleanArray>(),
+            ),
+            Arc::new(
+                pairs
+                    .iter()
+                    .map(|p| Some(p.annotation.reviewed))
                     .collect::<BooleanArray>(),
             ),
         ],
@@ -468,6 +475,7 @@ pub(crate) fn convert(ctx: &BatchCtx<'_>, batch: &RecordBatch) -> Result<Vec<Par
             c.opt_list("tags")?,
             c.opt_text("note")?,
             c.opt_bool("edited")?,
+            c.opt_bool("reviewed")?,
         )),
         None => None,
     };
@@ -524,7 +532,7 @@ pub(crate) fn convert(ctx: &BatchCtx<'_>, batch: &RecordBatch) -> Result<Vec<Par
                     .map_err(|e| fail("logps", format!("is not JSON: {e}")))?,
             );
         }
-        if let Some((status, swapped, tags, note, edited)) = &ann {
+        if let Some((status, swapped, tags, note, edited, reviewed)) = &ann {
             let status = match opt_text_at(ctx, &id, status.as_ref(), "annotation", i)?.as_deref() {
                 None | Some("keep") => Status::Keep,
                 Some("drop") => Status::Drop,
@@ -541,6 +549,7 @@ pub(crate) fn convert(ctx: &BatchCtx<'_>, batch: &RecordBatch) -> Result<Vec<Par
                 tags: tags.unwrap_or_default(),
                 note: opt_text_at(ctx, &id, note.as_ref(), "annotation", i)?.unwrap_or_default(),
                 edited: flag(edited),
+                reviewed: flag(reviewed),
             };
         }
         if let Some((texts, idx, file_row)) = &src {
