@@ -105,6 +105,67 @@ fn the_demo_runs_end_to_end() {
         assert!(number(c, &["attr_resp"]) + 1e-9 >= number(c, &["chair_s"]));
     }
 
+    // The explorer's bundle: the sampled pairs in one file with their images inline and no
+    // scores, and the demo's CLIP, which gives them the δ the demo trained on.
+    let read = |path: &std::path::Path| {
+        let options = dama_data::ReadOptions {
+            images: dama_data::ImageCheck::Load,
+            ..dama_data::ReadOptions::strict()
+        };
+        dama_data::open_dataset(path, None, options)
+            .unwrap()
+            .read_all()
+            .unwrap()
+            .0
+    };
+    let web = out.join("web");
+    let bundled = read(&web.join("demo.jsonl"));
+    assert_eq!(bundled.len(), pairs);
+    assert!(
+        bundled
+            .iter()
+            .all(|p| p.image.bytes.is_some() && p.scores.is_none())
+    );
+    assert!(
+        std::fs::read_to_string(web.join("demo.jsonl"))
+            .unwrap()
+            .contains("\"image_b64\""),
+        "images inline"
+    );
+    let rescored = dir.path().join("bundle.scored.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_dama-native"))
+        // the demo's batch of 64: the same pairs in the same batches give the same floats
+        .args([
+            "score",
+            "--device",
+            "cpu",
+            "--offline",
+            "--batch",
+            "64",
+            "--clip",
+        ])
+        .arg(web.join("clip"))
+        .arg("--out")
+        .arg(&rescored)
+        .arg(web.join("demo.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let want = read(&out.join("data/pairs.scored.jsonl"));
+    let got = read(&rescored);
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (&g.id, g.delta),
+            (&w.id, w.delta),
+            "the bundle's CLIP is the demo's"
+        );
+    }
+
     // A second demo into the same folder replaces the first; a foreign folder is refused.
     let foreign = dir.path().join("mine");
     std::fs::create_dir_all(&foreign).unwrap();

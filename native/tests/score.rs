@@ -102,3 +102,52 @@ fn delta_and_alpha_d_match_transformers() {
     let run = score(&out, &["--estimator", "raw-ratio"]);
     assert!(!run.status.success());
 }
+
+/// A dataset whose images are embedded (`image_b64`, as the explorer's export and the demo's
+/// browser bundle are) comes out with them embedded, every pair readable with its image; the
+/// scores are those of the same pairs with their images in a folder.
+#[test]
+fn embedded_images_stay_embedded() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |path: &Path| {
+        let options = dama_data::ReadOptions {
+            images: dama_data::ImageCheck::Load,
+            ..dama_data::ReadOptions::default()
+        };
+        dama_data::open_dataset(path, None, options)
+            .unwrap()
+            .read_all()
+            .unwrap()
+            .0
+    };
+    let pairs = load(&fixtures().join("pairs.jsonl"));
+    let inline = dir.path().join("inline.jsonl");
+    dama_world::write_inline(&inline, &pairs, &dama_data::RunInfo::default()).unwrap();
+    let scored_inline = dir.path().join("inline.scored.jsonl");
+    let run = Command::new(env!("CARGO_BIN_EXE_dama-native"))
+        .args(["score", "--device", "cpu", "--offline", "--clip"])
+        .arg(tiny_clip())
+        .arg("--out")
+        .arg(&scored_inline)
+        .arg(&inline)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let from_folder = dir.path().join("folder.scored.jsonl");
+    assert!(score(&from_folder, &[]).status.success());
+    let (got, want) = (load(&scored_inline), load(&from_folder));
+    assert_eq!(got.len(), want.len());
+    assert!(
+        read_jsonl(&scored_inline)[1..]
+            .iter()
+            .all(|l| l["image_b64"].is_string())
+    );
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.image.bytes, w.image.bytes, "{}", w.id);
+        assert_eq!((&g.id, g.delta), (&w.id, w.delta));
+    }
+}

@@ -22,12 +22,14 @@ import {
   visibleIds, rowCount, shownPair, out, root,
 } from './harness.mjs';
 
-const MODEL = 'dama-demo/tiny-clip (random weights)';
+const MODEL = 'dama-demo/clip (trained on the demo world)';
+// Pairs of the bundled demo set (web/demo/demo.jsonl, made by scripts/make-web-demo.sh).
+const DEMO_PAIRS = 70;
 const only = (process.env.E2E_ONLY || '').split(',').map(s => s.trim()).filter(Boolean);
 
 async function loadDemoAndScore(page) {
   await page.click('#load-demo');
-  await page.waitForFunction(() => document.querySelector('#dataset-summary')?.textContent.includes('48 pairs'));
+  await page.waitForFunction((n) => document.querySelector("#dataset-summary")?.textContent.includes(`${n} pairs`), DEMO_PAIRS);
   await page.click('#load-demo-model');
   await page.waitForSelector('#model-status[data-state="ready"]', { timeout: 60000 });
   const t = Date.now();
@@ -47,9 +49,9 @@ async function demo(browser, origin) {
   const ms = await loadDemoAndScore(page);
   check('a later action replaces an old error', !(await page.textContent('#message')).includes('load a CLIP model first'));
   await page.click('#tab-overview');
-  check('scoring finishes all 48 pairs', (await page.getAttribute('#progress-text', 'data-done')) === '48');
-  console.log(`scored 48 pairs in ${ms} ms: ${await page.textContent('#progress-text')}`);
-  check('the δ histogram counts every pair', (await page.getAttribute('svg.hist[data-quantity="δ"]', 'data-n')) === '48');
+  check('scoring finishes every pair', (await page.getAttribute('#progress-text', 'data-done')) === String(DEMO_PAIRS));
+  console.log(`scored ${DEMO_PAIRS} pairs in ${ms} ms: ${await page.textContent('#progress-text')}`);
+  check('the δ histogram counts every pair', (await page.getAttribute('svg.hist[data-quantity="δ"]', 'data-n')) === String(DEMO_PAIRS));
   await page.screenshot({ path: path.join(out, '1-overview.png'), fullPage: true });
 
   // The table, sorted by δ (the hardest first).
@@ -57,7 +59,7 @@ async function demo(browser, origin) {
   await page.click('th[data-col="delta"]');
   const deltas = await page.$$eval('#pair-table td.delta', tds => tds.map(td => Number(td.dataset.value)));
   check('the table sorts by δ ascending', deltas.length >= 10 && deltas.every((d, i) => i === 0 || deltas[i - 1] <= d), JSON.stringify(deltas.slice(0, 5)));
-  check('the row count names every pair', (await rowCount(page)) === 48);
+  check('the row count names every pair', (await rowCount(page)) === DEMO_PAIRS);
   // A filter dropdown keeps its value (and its filter) across tabs.
   await page.selectOption('#filter-status', 'kept');
   await page.click('#tab-overview');
@@ -69,7 +71,7 @@ async function demo(browser, origin) {
 
   // Open the hardest pair; d drops it (and marks it reviewed), → goes to the next in δ order.
   await page.click(`#pair-table tr[data-id="${order[0]}"]`);
-  check('the pair view says where it is in the table', (await page.textContent('#pair-position')).startsWith('pair 1 of 48 (sorted by δ ▲'), await page.textContent('#pair-position'));
+  check('the pair view says where it is in the table', (await page.textContent('#pair-position')).startsWith(`pair 1 of ${DEMO_PAIRS} (sorted by δ ▲`), await page.textContent('#pair-position'));
   await page.keyboard.press('d');
   await page.waitForFunction(() => document.querySelector('#pair-drop')?.textContent.includes('Keep'));
   check('d drops the pair and marks it reviewed', await page.isChecked('#pair-reviewed'));
@@ -115,7 +117,7 @@ async function demo(browser, origin) {
   // Reload: the demo session reopens by itself with its curation and scores.
   await page.reload();
   const msg = await message(page, 'restored');
-  check('a reload reopens the session with its curation and scores', /reopened.*restored 3 curated pair\(s\) and 48 score\(s\)/.test(msg), msg);
+  check('a reload reopens the session with its curation and scores', new RegExp(`reopened.*restored 3 curated pair\\(s\\) and ${DEMO_PAIRS} score\\(s\\)`).test(msg), msg);
   await page.click('#tab-table');
   await page.selectOption('#filter-status', 'dropped');
   const droppedRows = await visibleIds(page);
@@ -152,7 +154,7 @@ async function demo(browser, origin) {
   });
   await page.click('#export');
   const saved = await message(page, 'saved demo.curated.jsonl');
-  check('a streamed export says saved only when written', saved.startsWith('saved demo.curated.jsonl: 48 pairs'), saved);
+  check('a streamed export says saved only when written', saved.startsWith(`saved demo.curated.jsonl: ${DEMO_PAIRS} pairs`), saved);
   const streamed = await page.evaluate(async () => (await (await (await navigator.storage.getDirectory()).getFileHandle('demo.curated.jsonl')).getFile()).text());
   check('the streamed file equals the downloaded one', streamed === fs.readFileSync(file, 'utf8').toString() || streamed === await fs.promises.readFile(file, 'utf8'));
   check('no errors in the page (demo)', errors.length === 0, errors.join('\n'));

@@ -166,7 +166,7 @@ mod tests {
     fn the_bench_runs_on_the_tiny_model() {
         let t0 = std::time::Instant::now();
         let now = move || t0.elapsed().as_secs_f64() * 1e3;
-        let r = run(&fixture::tiny(), 2, &now).unwrap();
+        let r = run(&fixture::demo_model(), 2, &now).unwrap();
         for xs in [
             &r.image,
             &r.image_preprocess,

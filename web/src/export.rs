@@ -282,7 +282,7 @@ pub fn export_jsonl(session: &Session, mode: Mode) -> Result<(String, Vec<u8>), 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::load::demo_session;
+    use crate::load::{DEMO_PAIRS, demo_session};
     use crate::session::{Side, subs_key};
     use dama_data::{ImageCheck, NoImages, ReadOptions, Scores, Status};
 
@@ -390,7 +390,7 @@ pub(crate) mod tests {
         );
         let (_, bytes) = export_jsonl(&s, Mode::OldScoresFlagged).unwrap();
         let (header, pairs) = read(bytes);
-        assert_eq!((header.kept, header.scored), (48, 48));
+        assert_eq!((header.kept, header.scored), (DEMO_PAIRS, DEMO_PAIRS));
         let p = &pairs[5];
         assert_eq!((p.delta, p.scores.as_ref()), (old, None));
         assert_eq!(
@@ -483,7 +483,10 @@ pub(crate) mod tests {
         sorted.sort_by(f64::total_cmp);
         let mean = dama_core::delta_mean(&sorted).unwrap();
         assert_eq!(header.delta_mean, Some(mean));
-        assert_eq!((header.count, header.kept, header.scored), (48, 47, 47));
+        assert_eq!(
+            (header.count, header.kept, header.scored),
+            (DEMO_PAIRS, DEMO_PAIRS - 1, DEMO_PAIRS - 1)
+        );
         assert_eq!(header.clip_model.as_deref(), Some("synthetic scores"));
         assert_eq!(pairs[1].annotation.status, Status::Drop);
         assert_eq!(pairs[1].alpha_d, None);

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 /// The model a person gets when they press "load from the hub" without typing another id.
 pub const DEFAULT_HUB_MODEL: &str = "openai/clip-vit-base-patch32";
 
-/// Folder (relative to the app) of the bundled tiny CLIP (random weights, the real CLIP BPE
-/// tokenizer): it works offline and makes the whole workflow visible, though its scores mean
-/// nothing about the images.
-pub const DEMO_MODEL_DIR: &str = "tiny-clip";
+/// Folder (relative to the app) of the bundled CLIP: the tiny one `dama-native demo` trains on
+/// its world of shapes (`web/demo/clip`, copied by trunk), so that it works offline and its
+/// scores of the bundled demo set mean what a real CLIP's would.
+pub const DEMO_MODEL_DIR: &str = "clip";
 
 /// The files of a Hugging Face CLIP folder that the scorer reads, in the order of [`ModelUrls`].
 pub const MODEL_FILES: [&str; 4] = [

@@ -8,10 +8,13 @@ use dama_data::{ImageCheck, ImageMap, PreferencePair, ReadOptions, RuleSplitter}
 
 use crate::session::{Session, SessionError};
 
-/// The bundled demo set: 48 synthetic scenes of coloured shapes with a chosen answer of true
-/// sentences and a rejected one with 1–3 false facts, made by `examples/make_demo.rs`.
+/// The bundled demo set: the preference pairs `dama-native demo` (seed 0) sampled from its SFT
+/// model on its world of shapes, the answer with fewer errors chosen (their counts in the tags
+/// `chosen_errors:N`, `rejected_errors:M`), unscored; `scripts/make-web-demo.sh` made it.
 pub const DEMO_JSONL: &[u8] = include_bytes!("../demo/demo.jsonl");
 pub const DEMO_NAME: &str = "demo.jsonl";
+/// Its number of pairs (the demo button says it; a test checks it against the file).
+pub const DEMO_PAIRS: usize = 70;
 
 const DATASET_EXTENSIONS: [&str; 3] = ["jsonl", "json", "parquet"];
 const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "gif", "bmp", "tiff"];
@@ -179,14 +182,18 @@ mod tests {
     #[test]
     fn the_demo_set_loads_with_images_and_sub_sentences() {
         let s = demo_session();
-        assert_eq!(s.len(), 48);
+        assert_eq!(s.len(), DEMO_PAIRS);
         assert!(s.pairs.iter().all(|p| p.image.bytes.is_some()));
         assert!(
             s.pairs.iter().all(|p| p.scores.is_none()),
             "the browser scores it"
         );
-        assert_eq!(s.unscored().len(), 48);
-        assert!(s.summary.contains("read 48 records"), "{}", s.summary);
+        assert_eq!(s.unscored().len(), DEMO_PAIRS);
+        assert!(
+            s.summary.contains(&format!("read {DEMO_PAIRS} records")),
+            "{}",
+            s.summary
+        );
     }
 
     fn jsonl(lines: &[&str]) -> Vec<u8> {
@@ -225,10 +232,10 @@ mod tests {
         s.set_status(3, Status::Drop);
         let (_, bytes) = crate::export::export_jsonl(&s, crate::export::Mode::Scored).unwrap();
         let again = load_picked(vec![("demo.curated.jsonl".into(), bytes)]).unwrap();
-        assert_eq!(again.len(), 48);
+        assert_eq!(again.len(), DEMO_PAIRS);
         assert_eq!(again.pairs[3].annotation.status, Status::Drop);
         assert_eq!(again.clip_model.as_deref(), Some("synthetic scores"));
-        assert_eq!(again.scored_count(), 48);
+        assert_eq!(again.scored_count(), DEMO_PAIRS);
     }
 
     #[test]
@@ -262,7 +269,7 @@ mod tests {
         crate::export::tests::score_all(&mut s);
         let (_, jsonl) = crate::export::export_jsonl(&s, crate::export::Mode::Scored).unwrap();
         let again = load_picked(vec![("x.json".into(), jsonl)]).unwrap();
-        assert_eq!(again.len(), 48);
+        assert_eq!(again.len(), DEMO_PAIRS);
     }
 
     #[test]
@@ -282,7 +289,8 @@ mod tests {
         assert_eq!(part.warnings.len(), 1);
         let w = &part.warnings[0];
         assert!(
-            w.contains("announces 48 pairs") && w.contains("holds 31 (30 read, 1 unreadable)"),
+            w.contains(&format!("announces {DEMO_PAIRS} pairs"))
+                && w.contains("holds 31 (30 read, 1 unreadable)"),
             "{w}"
         );
         assert!(w.contains("cut short"), "{w}");

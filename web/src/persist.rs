@@ -314,7 +314,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::demo_session;
+    use crate::load::{DEMO_PAIRS, demo_session};
     use crate::session::{ScoreState, Side};
     use dama_data::Status;
 
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(cur.len(), 6);
         assert_eq!(
             sc.len(),
-            48,
+            DEMO_PAIRS,
             "every pair was scored here (the edited one's old scores)"
         );
 
@@ -370,7 +370,7 @@ mod tests {
             r,
             Restored {
                 curated: 6,
-                scores: 48,
+                scores: DEMO_PAIRS,
                 unknown: 0,
                 foreign_scores: 0
             }
@@ -409,7 +409,7 @@ mod tests {
             again.pairs[0].sub_sentences.as_ref().unwrap().chosen[0],
             "Edited."
         );
-        assert_eq!(again.unscored().len(), 48);
+        assert_eq!(again.unscored().len(), DEMO_PAIRS);
     }
 
     #[test]

@@ -236,7 +236,7 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::demo_session;
+    use crate::load::{DEMO_PAIRS, demo_session};
     use crate::persist::SavedCuration;
     use dama_data::Status;
 
@@ -245,7 +245,7 @@ mod tests {
         let mut s = demo_session();
         crate::export::tests::score_all(&mut s);
         let first = Batch::take(&mut s, true);
-        assert_eq!((first.curation.len(), first.scores.len()), (0, 48));
+        assert_eq!((first.curation.len(), first.scores.len()), (0, DEMO_PAIRS));
         let tags = s.pairs[3].annotation.tags.join(", ");
         s.set_status(3, Status::Drop);
         s.set_tags(3, "x");
@@ -276,10 +276,14 @@ mod tests {
         s.set_status(0, Status::Drop);
         let b = Batch::take(&mut s, false);
         assert_eq!((b.curation.len(), b.scores.len()), (1, 0));
-        assert_eq!(s.take_dirty().scores.len(), 48, "kept for a later try");
+        assert_eq!(
+            s.take_dirty().scores.len(),
+            DEMO_PAIRS,
+            "kept for a later try"
+        );
         s.clear_scores();
         let b = Batch::take(&mut s, true);
-        assert_eq!(b.scores.len(), 48);
+        assert_eq!(b.scores.len(), DEMO_PAIRS);
         assert!(b.scores.iter().all(|(_, v)| v.is_none()), "deletes");
     }
 

@@ -93,18 +93,14 @@ impl WorkerScorer {
 pub(crate) mod fixture {
     use super::WorkerScorer;
 
-    pub const CONFIG: &[u8] =
-        include_bytes!("../../crates/dama-clip/tests/fixtures/tiny-clip/config.json");
-    pub const WEIGHTS: &[u8] =
-        include_bytes!("../../crates/dama-clip/tests/fixtures/tiny-clip/model.safetensors");
-    pub const TOKENIZER: &[u8] =
-        include_bytes!("../../crates/dama-clip/tests/fixtures/tiny-clip/tokenizer.json");
-    pub const PREPROCESSOR: &[u8] =
-        include_bytes!("../../crates/dama-clip/tests/fixtures/tiny-clip/preprocessor_config.json");
+    pub const CONFIG: &[u8] = include_bytes!("../demo/clip/config.json");
+    pub const WEIGHTS: &[u8] = include_bytes!("../demo/clip/model.safetensors");
+    pub const TOKENIZER: &[u8] = include_bytes!("../demo/clip/tokenizer.json");
+    pub const PREPROCESSOR: &[u8] = include_bytes!("../demo/clip/preprocessor_config.json");
 
-    pub fn tiny() -> WorkerScorer {
+    pub fn demo_model() -> WorkerScorer {
         WorkerScorer::from_bytes(
-            "tiny-clip",
+            "demo clip",
             CONFIG,
             WEIGHTS.to_vec(),
             TOKENIZER,
@@ -129,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_batch_scores_like_pairs_one_at_a_time() {
-        let scorer = fixture::tiny();
+        let scorer = fixture::demo_model();
         let items = items(3);
         let batch = scorer.score(&items);
         for (item, got) in items.iter().zip(&batch) {
@@ -153,10 +149,10 @@ mod tests {
 
     #[test]
     fn the_demo_scores_match_the_recorded_ones() {
-        // web/tests/demo_scores.json was recorded by `cargo run -p dama-web --example make_demo`;
+        // web/tests/demo_scores.json was recorded by `cargo run -p dama-web --example record_demo_scores`;
         // the wasm test checks the browser build against the same file.
         let expected = crate::scorer::expected::load();
-        let got = fixture::tiny().score(&items(expected.len()));
+        let got = fixture::demo_model().score(&items(expected.len()));
         crate::scorer::expected::assert_close(&expected, &got);
     }
 
@@ -164,7 +160,7 @@ mod tests {
     fn an_undecodable_image_fails_alone() {
         let mut items = items(2);
         items[0].image = b"not an image".to_vec();
-        let out = fixture::tiny().score(&items);
+        let out = fixture::demo_model().score(&items);
         assert!(out[0].scores.as_ref().unwrap_err().starts_with("image:"));
         assert!(out[1].scores.is_ok());
     }

@@ -34,7 +34,7 @@ fn the_worker_scorer_in_wasm_gives_the_native_scores() {
         .iter()
         .map(|p| item(p).unwrap())
         .collect();
-    let got = fixture::tiny().score(&items);
+    let got = fixture::demo_model().score(&items);
     expected::assert_close(&recorded, &got);
 }
 
@@ -58,7 +58,10 @@ fn the_histogram_component_draws_every_bin_and_the_bands() {
         );
     }
     let svg = el.query_selector("svg.hist").unwrap().unwrap();
-    assert_eq!(svg.get_attribute("data-n").as_deref(), Some("48"));
+    assert_eq!(
+        svg.get_attribute("data-n"),
+        Some(crate::load::DEMO_PAIRS.to_string())
+    );
 }
 
 /// Lets scheduled effects run (Leptos runs them after the current task).
@@ -85,7 +88,10 @@ async fn the_dataset_panel_shows_the_loaded_session() {
     next_tick().await;
     let summary = el.query_selector("#dataset-summary").unwrap().unwrap();
     let text = summary.text_content().unwrap();
-    assert!(text.contains("48 pairs · 0 scored"), "{text}");
+    assert!(
+        text.contains(&format!("{} pairs · 0 scored", crate::load::DEMO_PAIRS)),
+        "{text}"
+    );
     let folder = el.query_selector("#pick-folder").unwrap().unwrap();
     assert!(
         folder.has_attribute("webkitdirectory"),

@@ -40,4 +40,4 @@ pub use synthetic::{
     run_info, write_annotated,
 };
 pub use world::{Caption, World, WorldSpec, unscored_run_info, write_pairs};
-pub use write::write_dataset;
+pub use write::{write_dataset, write_inline};

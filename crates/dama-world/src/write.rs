@@ -39,3 +39,28 @@ pub fn write_dataset<'a>(
         .map_err(|e| DataError::io(&label, e))?;
     Ok(path)
 }
+
+/// Writes `path` as one self-contained annotated JSONL: the images inline (`image_b64`), so
+/// that a browser opens it as one file. Header and α_D as [`write_dataset`]'s.
+pub fn write_inline<'a>(
+    path: &Path,
+    pairs: impl IntoIterator<Item = &'a PreferencePair>,
+    run: &RunInfo,
+) -> Result<(), DataError> {
+    let mut records: Vec<PreferencePair> = pairs.into_iter().cloned().collect();
+    let header = dama_data::annotate(&mut records, run)?;
+    let label = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::io(&label, e))?;
+    }
+    let file = File::create(path).map_err(|e| DataError::io(&label, e))?;
+    let mut writer =
+        AnnotatedJsonlWriter::new(&label, BufWriter::new(file), header, ImageOut::Inline)?;
+    for record in &records {
+        writer.write(record)?;
+    }
+    writer
+        .finish()?
+        .flush()
+        .map_err(|e| DataError::io(&label, e))
+}

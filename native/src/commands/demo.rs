@@ -279,6 +279,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         MAX_LENGTH,
     )?;
     let sample_seconds = t0.elapsed().as_secs_f64();
+    let web = crate::demo::web::write_bundle(out, &sampled.pairs, &clip.dir)?;
     let gaps = {
         let mut n = [0usize; 3];
         for p in &sampled.pairs {
@@ -294,6 +295,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         gaps[0],
         gaps[1],
         gaps[2]
+    );
+
+    println!(
+        "  explorer: these pairs and this CLIP for the browser in {} (scripts/make-web-demo.sh bundles seed 0's)",
+        web.display()
     );
 
     let t0 = Instant::now();

@@ -129,6 +129,23 @@ fn is_parquet_source(path: &Path) -> bool {
     path.is_dir() || path.extension().is_some_and(|e| e == "parquet")
 }
 
+/// Whether a JSONL source embeds any of its images (`image_b64`): the output then embeds them
+/// all, so that a self-contained file (the explorer's export, the demo's bundle) stays one
+/// (a reference would name a file that exists nowhere).
+fn embeds_images(data: &Path, images: Option<&Path>, options: ReadOptions) -> Result<bool> {
+    let options = ReadOptions {
+        mode: ReadMode::Lenient,
+        images: ImageCheck::Skip,
+        ..options
+    };
+    for record in open_dataset(data, images, options)? {
+        if record.is_ok_and(|p| p.image.bytes.is_some()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The splitter of a run. The LLM one is kept as itself, so that the run can say which
 /// answers fell back to the rules and record it with each pair.
 enum PairSplitter {
@@ -359,6 +376,9 @@ pub fn run(args: &ScoreArgs) -> Result<()> {
                 folder,
                 sink: &mut sink,
             })
+        }
+        FormatArg::Jsonl if embeds_images(&args.data, args.images.as_deref(), options)? => {
+            Output::Jsonl(ImageOut::Inline)
         }
         FormatArg::Jsonl => {
             let folder = std::path::absolute(&image_folder)?;

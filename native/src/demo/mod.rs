@@ -9,3 +9,4 @@ pub mod data;
 pub mod eval;
 pub mod preference;
 pub mod sft;
+pub mod web;

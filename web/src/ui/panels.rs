@@ -6,6 +6,7 @@ use super::state::{AppState, ModelState};
 use crate::browser::files::input_of;
 use crate::format::count;
 use crate::hub::DEFAULT_HUB_MODEL;
+use crate::load::DEMO_PAIRS;
 use crate::scoring::RunState;
 
 #[component]
@@ -39,7 +40,7 @@ pub fn DatasetPanel() -> impl IntoView {
     view! {
         <div class="panel">
             <h2>"1 · Dataset"</h2>
-            <button id="load-demo" on:click=move |_| state.load_demo()>"Demo set (48 pairs)"</button>
+            <button id="load-demo" on:click=move |_| state.load_demo()>{format!("Demo set ({DEMO_PAIRS} pairs)")}</button>
             <label class="file">"Files… "
                 <input id="pick-files" type="file" multiple
                     accept=".jsonl,.json,.parquet,image/*" on:change=on_files/>

@@ -30,7 +30,7 @@ use crate::worker::ScoringWorker;
 use super::exporter::Dialog;
 
 /// The name the annotated header records for the bundled model.
-pub const DEMO_MODEL_NAME: &str = "dama-demo/tiny-clip (random weights)";
+pub const DEMO_MODEL_NAME: &str = "dama-demo/clip (trained on the demo world)";
 /// Pairs per message to the worker: about a second of ViT-B/32 work, so a cancel is quick.
 pub(super) const BATCH: usize = 4;
 /// During a scoring run, views that depend on every pair refresh at most this often.
