@@ -81,10 +81,12 @@ fi
 if wanted apt && [ "${CHECK_APT:-1}" = 1 ]; then
   start=$(date +%s)
   root="$scratch/debian"
-  if ! command -v debootstrap >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  # looked up outside the PATH farm, which was made before it could be installed
+  sys_path=/usr/sbin:/usr/bin:/sbin:/bin
+  if ! PATH=$sys_path command -v debootstrap >/dev/null 2>&1; then
+    PATH=$sys_path DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
-  if debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian > "$scratch/debootstrap.log" 2>&1; then
+  if PATH=$sys_path debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian > "$scratch/debootstrap.log" 2>&1; then
     cp scripts/install-test-deps.sh "$root/root/"
     # Chromium reads /proc/cpuinfo before it prints its version: the chroot gets the host's /proc
     mount -t proc proc "$root/proc"
