@@ -77,6 +77,18 @@ pub fn config(model: &Path, data: &Path) -> TrainConfig {
     }
 }
 
+/// Every pair of a dataset, strictly read, with its image's bytes loaded.
+pub fn read_pairs(path: &Path) -> Vec<dama_data::PreferencePair> {
+    let options = dama_data::ReadOptions {
+        images: dama_data::ImageCheck::Load,
+        ..dama_data::ReadOptions::strict()
+    };
+    dama_data::open_dataset(path, None, options)
+        .and_then(|records| records.read_all())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .0
+}
+
 /// All trainable weights of a saved model folder, by name, as f32 vectors.
 pub fn weights(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
     let tensors =

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use dama_tests::read_pairs;
 use serde_json::Value;
 
 fn number(v: &Value, path: &[&str]) -> f64 {
@@ -107,19 +108,8 @@ fn the_demo_runs_end_to_end() {
 
     // The explorer's bundle: the sampled pairs in one file with their images inline and no
     // scores, and the demo's CLIP, which gives them the δ the demo trained on.
-    let read = |path: &std::path::Path| {
-        let options = dama_data::ReadOptions {
-            images: dama_data::ImageCheck::Load,
-            ..dama_data::ReadOptions::strict()
-        };
-        dama_data::open_dataset(path, None, options)
-            .unwrap()
-            .read_all()
-            .unwrap()
-            .0
-    };
     let web = out.join("web");
-    let bundled = read(&web.join("demo.jsonl"));
+    let bundled = read_pairs(&web.join("demo.jsonl"));
     assert_eq!(bundled.len(), pairs);
     assert!(
         bundled
@@ -155,8 +145,8 @@ fn the_demo_runs_end_to_end() {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let want = read(&out.join("data/pairs.scored.jsonl"));
-    let got = read(&rescored);
+    let want = read_pairs(&out.join("data/pairs.scored.jsonl"));
+    let got = read_pairs(&rescored);
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(

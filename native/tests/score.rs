@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dama_tests::read_pairs;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -109,18 +110,7 @@ fn delta_and_alpha_d_match_transformers() {
 #[test]
 fn embedded_images_stay_embedded() {
     let dir = tempfile::tempdir().unwrap();
-    let load = |path: &Path| {
-        let options = dama_data::ReadOptions {
-            images: dama_data::ImageCheck::Load,
-            ..dama_data::ReadOptions::default()
-        };
-        dama_data::open_dataset(path, None, options)
-            .unwrap()
-            .read_all()
-            .unwrap()
-            .0
-    };
-    let pairs = load(&fixtures().join("pairs.jsonl"));
+    let pairs = read_pairs(&fixtures().join("pairs.jsonl"));
     let inline = dir.path().join("inline.jsonl");
     dama_world::write_inline(&inline, &pairs, &dama_data::RunInfo::default()).unwrap();
     let scored_inline = dir.path().join("inline.scored.jsonl");
@@ -139,7 +129,7 @@ fn embedded_images_stay_embedded() {
     );
     let from_folder = dir.path().join("folder.scored.jsonl");
     assert!(score(&from_folder, &[]).status.success());
-    let (got, want) = (load(&scored_inline), load(&from_folder));
+    let (got, want) = (read_pairs(&scored_inline), read_pairs(&from_folder));
     assert_eq!(got.len(), want.len());
     assert!(
         read_jsonl(&scored_inline)[1..]

@@ -13,9 +13,10 @@ use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
 use dama_kernels::profile;
 use dama_llava::{Images, LlavaModel, PairBatch};
 
+use crate::dist::zero::clip_and_update;
 use crate::dist::{Collectives, Optimizer, Single, Split};
 use crate::error::{Context, Result, TrainError};
-use crate::optim::{AdamW, GradAccumulator, Param, clip_grad_norm};
+use crate::optim::{AdamW, GradAccumulator, Param};
 
 /// How a step runs, beyond the DAMA maths.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,21 +107,8 @@ pub fn train_step(
     lr: f64,
 ) -> Result<StepReport> {
     let g = gradients(model, opt.params(), batch, refs, dama, state, settings)?;
-    let grads = g.grads;
-    let device = model.device();
-    let (grad_norm, clip) = phase(device, "step.clip", || {
-        Ok(clip_grad_norm(
-            &grads,
-            settings.max_grad_norm.unwrap_or(f64::INFINITY),
-        )?)
-    })?;
-    if !grad_norm.is_finite() {
-        return Err(TrainError::Numerics(format!(
-            "the gradient norm is {grad_norm}: the step would corrupt the weights"
-        )));
-    }
-    phase(device, "step.optimizer", || {
-        Ok(opt.step_clipped(&grads, lr, clip)?)
+    let grad_norm = phase(model.device(), "step.optimizer", || {
+        clip_and_update(opt, &g.grads, lr, settings.max_grad_norm)
     })?;
     Ok(StepReport {
         outcome: g.outcome,

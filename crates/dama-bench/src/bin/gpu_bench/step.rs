@@ -564,7 +564,7 @@ impl Flops {
 }
 
 /// Milliseconds per phase of one step, from the trainer's own spans (`step.vision`,
-/// `step.forward`, `step.backward`, `step.clip` + `step.optimizer`).
+/// `step.forward`, `step.backward`, `step.optimizer`: clipping and the update).
 struct Phases {
     vision: f64,
     forward: f64,
@@ -616,7 +616,7 @@ fn profiled(
         vision: ms("step.vision"),
         forward: ms("step.forward"),
         backward: ms("step.backward"),
-        optimizer: ms("step.clip") + ms("step.optimizer"),
+        optimizer: ms("step.optimizer"),
     };
     let is_backward = |n: &str| n.starts_with("bwd.") || n.ends_with(".bwd");
     let table = |backward: bool, total: f64| {
