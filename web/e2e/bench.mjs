@@ -4,7 +4,11 @@
 // render: navigation start → the dataset panel's first button visible, median of fresh loads,
 // (3) CLIP encode time per call in the worker for the model in $BENCH_MODEL (a random-weight
 // ViT-B/32 made by make_bench_model.py), loaded through the explorer's "Model files…" picker:
-// the page is opened with `?bench`, which installs `window.damaBench` (src/bench.rs).
+// the page is opened with `?bench`, which installs `window.damaBench` (src/bench.rs), (4) the same
+// in $BENCH_PARALLEL pages at once (default 2; 0 or 1 skips it), each page's worker with its own
+// model: the explorer scoring in that many workers, as images per second. Each worker is one
+// wasm thread (candle is built without threads). Against onnxruntime-web when bench_ort.mjs has
+// written $BENCH_ORT_OUT (default web/e2e/out/bench-ort.json) for the same model.
 // Writes the numbers as JSON to $BENCH_OUT (default web/e2e/out/bench.json) and prints a table.
 import { chromium } from 'playwright-core';
 import http from 'node:http';
@@ -20,9 +24,13 @@ const modelDir = path.resolve(process.env.BENCH_MODEL || path.join(root, 'target
 const outFile = path.resolve(process.env.BENCH_OUT || path.join(here, 'out', 'bench.json'));
 const REPEATS = Number(process.env.BENCH_REPEATS || 7);
 const LOADS = Number(process.env.BENCH_LOADS || 5);
-const ORT_MS = 357, CANDLE_BEFORE_MS = 510, CANDLE_TEXT_BEFORE_MS = 290;
+const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 2);
+const ortFile = path.resolve(process.env.BENCH_ORT_OUT || path.join(here, 'out', 'bench-ort.json'));
+const CANDLE_BEFORE_MS = 510, CANDLE_TEXT_BEFORE_MS = 290; // candle-wasm before issue 17's work
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
+// One call's tower and projection: each repetition's end-to-end time minus its preprocessing's.
+const towerMs = r => median(r.image.map((x, i) => x - r.image_preprocess[i]));
 const median = xs => { const v = [...xs].sort((a, b) => a - b); const n = v.length; return n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2; };
 const fmt = x => x.toFixed(1);
 
@@ -47,6 +55,38 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 let result;
+
+// `n` fresh pages, each with the model picked into its worker (loaded at once).
+async function loadModels(n) {
+  return Promise.all(Array.from({ length: n }, async () => {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    const page = await context.newPage();
+    const errors = [];
+    page.on('pageerror', e => errors.push(String(e)));
+    page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
+    await page.goto(`${base}?bench`);
+    await page.waitForSelector('#pick-model');
+    const t0 = Date.now();
+    await page.setInputFiles('#pick-model', ['config.json', 'model.safetensors', 'tokenizer.json', 'preprocessor_config.json'].map(f => path.join(modelDir, f)));
+    await page.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="failed"]', { timeout: 300000 });
+    const status = await page.textContent('#model-status');
+    if ((await page.getAttribute('#model-status', 'data-state')) !== 'ready') throw new Error(`model: ${status} ${errors.join('\n')}`);
+    return { context, page, errors, status, loadMs: Date.now() - t0 };
+  }));
+}
+
+// window.damaBench in every page at once; their reports (the pages are closed after).
+async function benchAll(pages) {
+  await Promise.all(pages.map(p => p.page.evaluate(n => window.damaBench(n), REPEATS)));
+  return Promise.all(pages.map(async ({ context, page, errors }) => {
+    const report = JSON.parse(await (await page.waitForFunction(() => window.damaBenchResult, null, { timeout: 600000, polling: 500 })).jsonValue());
+    if (report.error) throw new Error(report.error);
+    if (errors.length) console.log(`page errors:\n${errors.join('\n')}`);
+    await context.close();
+    return report;
+  }));
+}
+
 try {
   // (2) time to first render, each in a fresh context (empty HTTP cache, no compiled-wasm cache).
   const renders = [];
@@ -65,25 +105,16 @@ try {
   }
 
   // (3) CLIP in the worker: the model picked as files, then window.damaBench.
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  const errors = [];
-  page.on('pageerror', e => errors.push(String(e)));
-  page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
-  await page.goto(`${base}?bench`);
-  await page.waitForSelector('#pick-model');
-  const t0 = Date.now();
-  await page.setInputFiles('#pick-model', ['config.json', 'model.safetensors', 'tokenizer.json', 'preprocessor_config.json'].map(f => path.join(modelDir, f)));
-  await page.waitForSelector('#model-status[data-state="ready"], #model-status[data-state="failed"]', { timeout: 300000 });
-  const status = await page.textContent('#model-status');
-  if ((await page.getAttribute('#model-status', 'data-state')) !== 'ready') throw new Error(`model: ${status} ${errors.join('\n')}`);
-  const loadMs = Date.now() - t0;
-  await page.evaluate(n => window.damaBench(n), REPEATS);
-  const report = JSON.parse(await (await page.waitForFunction(() => window.damaBenchResult, null, { timeout: 600000, polling: 500 })).jsonValue());
-  if (report.error) throw new Error(report.error);
-  if (errors.length) console.log(`page errors:\n${errors.join('\n')}`);
-  await context.close();
-  result = { sizes, renders, model: { status, loadMs }, report, chromium: browser.version() };
+  const [one] = await loadModels(1);
+  const report = (await benchAll([one]))[0];
+  // (4) the same in PARALLEL pages (workers) at once.
+  let parallel = null;
+  if (PARALLEL > 1) {
+    const pages = await loadModels(PARALLEL);
+    const t0 = Date.now();
+    parallel = { pages: PARALLEL, reports: await benchAll(pages), wallMs: Date.now() - t0 };
+  }
+  result = { sizes, renders, model: { status: one.status, loadMs: one.loadMs }, report, parallel, chromium: browser.version() };
 } finally {
   await browser.close();
   server.close();
@@ -99,10 +130,35 @@ const fr = median(result.renders.map(x => x.firstRender)), dcl = median(result.r
 console.log(`\nfirst render (navigation start → #load-demo visible), median of ${LOADS} fresh loads: ${fmt(fr)} ms (DOMContentLoaded ${fmt(dcl)} ms)`);
 console.log(`model load (pick files → ready, ${r.shape}): ${(result.model.loadMs / 1000).toFixed(1)} s`);
 console.log(`\nCLIP in the worker, median of ${REPEATS} calls after a warm-up (ms per call):\n`);
-console.log('| what | ms | vs onnxruntime-web 357 ms | vs candle-wasm before 510 ms |\n| --- | ---: | ---: | ---: |');
-console.log(`| image 224×224, end to end | ${fmt(m('image'))} | ${(m('image') / ORT_MS).toFixed(2)}× | ${(m('image') / CANDLE_BEFORE_MS).toFixed(2)}× |`);
-console.log(`| text, 8 sub-sentences in one call | ${fmt(m('texts8'))} | | |`);
-console.log(`| text, one of ${r.text77_tokens} tokens | ${fmt(m('text77'))} | | ${(m('text77') / CANDLE_TEXT_BEFORE_MS).toFixed(2)}× of 290 ms |`);
+console.log('| what | ms | vs candle-wasm before |\n| --- | ---: | ---: |');
+console.log(`| image 224×224, end to end | ${fmt(m('image'))} | ${(m('image') / CANDLE_BEFORE_MS).toFixed(2)}× of 510 ms |`);
+console.log(`| text, 8 sub-sentences in one call | ${fmt(m('texts8'))} | |`);
+console.log(`| text, one of ${r.text77_tokens} tokens | ${fmt(m('text77'))} | ${(m('text77') / CANDLE_TEXT_BEFORE_MS).toFixed(2)}× of 290 ms |`);
+
+// Against onnxruntime-web on the same graph and weights, like for like: a ready pixel tensor in,
+// features out. candle's side twice: a whole call minus a preprocessing call (what scoring an
+// image costs), and vision_model.forward alone (no projection: a lower bound). Images/s of n
+// workers at once: the sum of each worker's 1000 / median.
+const ort = fs.existsSync(ortFile) ? JSON.parse(fs.readFileSync(ortFile, 'utf8')) : null;
+if (!ort || ort.model !== path.relative(root, modelDir) + '-vision.onnx') {
+  console.log(`\n(no onnxruntime-web numbers for ${path.relative(root, modelDir)} in ${path.relative(root, ortFile)}: run bench_ort.mjs first)`);
+} else {
+  const ortRate = x => x.times.reduce((s, t) => s + 1000 / median(t), 0); // as candle's below
+  const ort1 = ortRate(ort.runs.find(x => x.threads === 1 && x.workers === 1));
+  const row = (what, ms, perS) => console.log(`| ${what} | ${ms === null ? '' : fmt(ms)} | ${perS.toFixed(2)} | ${(perS / ort1).toFixed(2)}× |`);
+  console.log(`\nimage from a ready (1, 3, 224, 224) tensor to its features, candle (dama's worker, one wasm thread each) against onnxruntime-web ${ort.version} (wasm, SIMD, a Web Worker each), medians:\n`);
+  console.log(`| | ms per image | images/s | × ORT with 1 thread |\n| --- | ---: | ---: | ---: |`);
+  row('candle, 1 worker: a call minus preprocessing', towerMs(r), 1000 / towerMs(r));
+  row('candle, 1 worker: vision_model.forward alone (lower bound)', m('image_tower'), 1000 / m('image_tower'));
+  if (result.parallel) {
+    const perS = result.parallel.reports.reduce((s, x) => s + 1000 / towerMs(x), 0);
+    row(`candle, ${result.parallel.pages} workers at once`, null, perS);
+  }
+  for (const x of ort.runs) {
+    const what = x.workers > 1 ? `${x.workers} workers at once, 1 thread each` : `1 worker, ${x.threads} thread${x.threads > 1 ? 's (cross-origin isolated)' : ''}`;
+    row(`onnxruntime-web, ${what}`, x.workers > 1 ? null : x.ms, ortRate(x));
+  }
+}
 const layers = r.shape.match(/vision \d+×(\d+)/)[1];
 console.log(`\nwhere the image's time goes (ms, medians):\n`);
 console.log(`| stage | ms | share |\n| --- | ---: | ---: |`);
