@@ -8,12 +8,12 @@
 # ViT-B/32 image and text encoding per call in the worker, with where the image's time goes;
 # then web/e2e/bench_scale.mjs: load, sort, filter, export and reload at 2k/20k/83k pairs
 # (generated, deleted after) and scoring throughput with 1, 2 and 4 workers.
-# Against onnxruntime-web on the same graph and weights: web/e2e/export_onnx.py writes the
-# model's image tower as ONNX (numpy and the onnx package, no torch; python's onnx and
+# Against onnxruntime-web on the same graphs and weights: web/e2e/export_onnx.py writes the
+# model's image and text towers as ONNX (numpy and the onnx package, no torch; python's onnx and
 # onnxruntime are pip-installed into $PYTHON when missing) and checks it against dama-clip (the
 # bench stops if they disagree); npm's onnxruntime-web ($ORT_VERSION, default 1.31.1) is
 # installed into target/bench-web/ort when missing; web/e2e/bench_ort.mjs times it in the same
-# Chromium with 1 and 2 threads and in 2 workers; bench.mjs prints both side by side.
+# Chromium with 1 and 2 threads (and the image in 2 workers); bench.mjs prints both side by side.
 # Needs the tools scripts/test-web.sh installs (run it once first). Without torch and
 # transformers the model is written with numpy; without numpy either, the ViT-B/32 parts are
 # skipped (said so) and the rest runs.
@@ -55,12 +55,12 @@ fi
 
 rm -f web/e2e/out/bench-ort.json  # bench.mjs compares with it: never a stale one
 if [ -f "$out/vit-b32/model.safetensors" ] && [ "${BENCH_ORT:-1}" = 1 ]; then
-  step "the image tower as ONNX, checked against dama-clip (web/e2e/export_onnx.py)"
+  step "CLIP's towers as ONNX, checked against dama-clip (web/e2e/export_onnx.py)"
   if ! "$py" -c 'import onnx, onnxruntime' 2>/dev/null; then
     "$py" -m pip install -q onnx onnxruntime
   fi
   # Written again every run (seconds): the graph always holds the weights candle is timed on.
-  "$py" web/e2e/export_onnx.py "$out/vit-b32" "$out/vit-b32-vision.onnx"
+  "$py" web/e2e/export_onnx.py "$out/vit-b32" "$out/vit-b32"
   ort_version=${ORT_VERSION:-1.31.1}
   ort_pkg=$out/ort/node_modules/onnxruntime-web/package.json
   if ! grep -q "\"version\": \"$ort_version\"" "$ort_pkg" 2>/dev/null; then
@@ -69,8 +69,8 @@ if [ -f "$out/vit-b32/model.safetensors" ] && [ "${BENCH_ORT:-1}" = 1 ]; then
     [ -f "$out/ort/package.json" ] || echo '{ "private": true }' > "$out/ort/package.json"
     npm install --prefix "$out/ort" --no-audit --no-fund "onnxruntime-web@$ort_version"
   fi
-  step "onnxruntime-web $ort_version on the same graph, same Chromium (web/e2e/bench_ort.mjs)"
-  ORT_MODEL="$out/vit-b32-vision.onnx" node web/e2e/bench_ort.mjs
+  step "onnxruntime-web $ort_version on the same graphs, same Chromium (web/e2e/bench_ort.mjs)"
+  ORT_PREFIX="$out/vit-b32" node web/e2e/bench_ort.mjs
 fi
 
 if [ -f "$out/vit-b32/model.safetensors" ]; then

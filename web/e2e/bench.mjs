@@ -7,8 +7,9 @@
 // the page is opened with `?bench`, which installs `window.damaBench` (src/bench.rs), (4) the same
 // in $BENCH_PARALLEL pages at once (default 2; 0 or 1 skips it), each page's worker with its own
 // model: the explorer scoring in that many workers, as images per second. Each worker is one
-// wasm thread (candle is built without threads). Against onnxruntime-web when bench_ort.mjs has
-// written $BENCH_ORT_OUT (default web/e2e/out/bench-ort.json) for the same model.
+// wasm thread (candle is built without threads). Against onnxruntime-web on the image and text
+// towers when bench_ort.mjs has written $BENCH_ORT_OUT (default web/e2e/out/bench-ort.json) for
+// the same model.
 // Writes the numbers as JSON to $BENCH_OUT (default web/e2e/out/bench.json) and prints a table.
 import { chromium } from 'playwright-core';
 import http from 'node:http';
@@ -135,29 +136,38 @@ console.log(`| image 224×224, end to end | ${fmt(m('image'))} | ${(m('image') /
 console.log(`| text, 8 sub-sentences in one call | ${fmt(m('texts8'))} | |`);
 console.log(`| text, one of ${r.text77_tokens} tokens | ${fmt(m('text77'))} | ${(m('text77') / CANDLE_TEXT_BEFORE_MS).toFixed(2)}× of 290 ms |`);
 
-// Against onnxruntime-web on the same graph and weights, like for like: a ready pixel tensor in,
-// features out. candle's side twice: a whole call minus a preprocessing call (what scoring an
-// image costs), and vision_model.forward alone (no projection: a lower bound). Images/s of n
-// workers at once: the sum of each worker's 1000 / median.
+// Against onnxruntime-web on the same graphs and weights, like for like: a ready input in,
+// features out. candle's image twice: a whole call minus a preprocessing call (what scoring an
+// image costs), and vision_model.forward alone (no projection: a lower bound); its 77-token text
+// includes tokenising (ORT gets the ids). Calls/s of n workers at once: the sum of each worker's
+// 1000 / median, alike on both sides.
 const ort = fs.existsSync(ortFile) ? JSON.parse(fs.readFileSync(ortFile, 'utf8')) : null;
-if (!ort || ort.model !== path.relative(root, modelDir) + '-vision.onnx') {
+if (!ort || ort.model !== path.relative(root, modelDir)) {
   console.log(`\n(no onnxruntime-web numbers for ${path.relative(root, modelDir)} in ${path.relative(root, ortFile)}: run bench_ort.mjs first)`);
 } else {
-  const ortRate = x => x.times.reduce((s, t) => s + 1000 / median(t), 0); // as candle's below
-  const ort1 = ortRate(ort.runs.find(x => x.threads === 1 && x.workers === 1));
-  const row = (what, ms, perS) => console.log(`| ${what} | ${ms === null ? '' : fmt(ms)} | ${perS.toFixed(2)} | ${(perS / ort1).toFixed(2)}× |`);
-  console.log(`\nimage from a ready (1, 3, 224, 224) tensor to its features, candle (dama's worker, one wasm thread each) against onnxruntime-web ${ort.version} (wasm, SIMD, a Web Worker each), medians:\n`);
-  console.log(`| | ms per image | images/s | × ORT with 1 thread |\n| --- | ---: | ---: | ---: |`);
-  row('candle, 1 worker: a call minus preprocessing', towerMs(r), 1000 / towerMs(r));
-  row('candle, 1 worker: vision_model.forward alone (lower bound)', m('image_tower'), 1000 / m('image_tower'));
-  if (result.parallel) {
-    const perS = result.parallel.reports.reduce((s, x) => s + 1000 / towerMs(x), 0);
-    row(`candle, ${result.parallel.pages} workers at once`, null, perS);
-  }
-  for (const x of ort.runs) {
+  const rate = x => x.times.reduce((s, t) => s + 1000 / median(t), 0);
+  const ortRow = (tower, x) => {
     const what = x.workers > 1 ? `${x.workers} workers at once, 1 thread each` : `1 worker, ${x.threads} thread${x.threads > 1 ? 's (cross-origin isolated)' : ''}`;
-    row(`onnxruntime-web, ${what}`, x.workers > 1 ? null : x.ms, ortRate(x));
+    return [`onnxruntime-web, ${what}`, x.workers > 1 ? null : x.ms, rate(x)];
+  };
+  const table = (title, tower, candleRows) => {
+    const runs = ort.runs.filter(x => x.tower === tower);
+    const one = runs.find(x => x.threads === 1 && x.workers === 1);
+    console.log(`\n${title}, candle (dama's worker, one wasm thread each) against onnxruntime-web ${ort.version} (wasm, SIMD, a Web Worker each), medians:\n`);
+    console.log(`| | ms per call | calls/s | × ORT with 1 thread |\n| --- | ---: | ---: | ---: |`);
+    for (const [what, ms, perS] of [...candleRows, ...runs.map(x => ortRow(tower, x))]) {
+      console.log(`| ${what} | ${ms === null ? '' : fmt(ms)} | ${perS.toFixed(2)} | ${one ? (perS / rate(one)).toFixed(2) + '×' : ''} |`);
+    }
+  };
+  const images = [
+    ['candle, 1 worker: a call minus preprocessing', towerMs(r), 1000 / towerMs(r)],
+    ['candle, 1 worker: vision_model.forward alone (lower bound)', m('image_tower'), 1000 / m('image_tower')],
+  ];
+  if (result.parallel) {
+    images.push([`candle, ${result.parallel.pages} workers at once`, null, result.parallel.reports.reduce((s, x) => s + 1000 / towerMs(x), 0)]);
   }
+  table('image from a ready (1, 3, 224, 224) tensor to its features', 'vision', images);
+  table(`one ${r.text77_tokens}-token text to its features`, 'text', [['candle, 1 worker (tokenising included)', m('text77'), 1000 / m('text77')]]);
 }
 const layers = r.shape.match(/vision \d+×(\d+)/)[1];
 console.log(`\nwhere the image's time goes (ms, medians):\n`);
