@@ -93,6 +93,7 @@ fn run(cfg: &TrainConfig, out: &Path, control: bool) -> Run {
         micro_batch: cfg.micro_batch,
         shared_prefix: cfg.shared_prefix,
         max_grad_norm: cfg.max_grad_norm,
+        overlap_grads: cfg.overlap_grads,
     };
     let mut losses = Vec::new();
     let mut cursor = Default::default();

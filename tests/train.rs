@@ -270,6 +270,7 @@ fn dpo_mode_is_plain_dpo() {
         micro_batch: 6,
         shared_prefix: true,
         max_grad_norm: None,
+        overlap_grads: false,
     };
     let refs = BatchRefs {
         ref_chosen: &rc,

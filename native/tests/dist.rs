@@ -39,9 +39,24 @@ fn fixture(pairs: usize) -> Fixture {
 /// MDPO (the model-aware half of DAMA: margins all-gathered, ḡ and β_C from every pair) with a
 /// global batch of 6 in micro-batches of 3.
 fn train_cmd(f: &Fixture, out: &Path, epochs: usize, extra: &[&str]) -> Command {
+    train_cmd_micro(f, out, epochs, 3, extra)
+}
+
+fn train_cmd_micro(
+    f: &Fixture,
+    out: &Path,
+    epochs: usize,
+    micro_batch: usize,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_dama-native"));
     cmd.args(["train", "--device", "cpu", "--mode", "mdpo"])
-        .args(["--batch-size", "6", "--micro-batch", "3"])
+        .args([
+            "--batch-size",
+            "6",
+            "--micro-batch",
+            &micro_batch.to_string(),
+        ])
         .args(["--epochs", &epochs.to_string(), "--lr", "1e-3"])
         .args(["--warmup-ratio", "0", "--max-length", "512", "--seed", "3"])
         .args(["--save-every", "2", "--dist-timeout", "20"])
@@ -130,6 +145,59 @@ fn two_and_three_ranks_give_the_one_rank_run_and_zero_stages_give_zero0() {
         );
         assert_close_weights(&want_w, &out.join("final"), &what);
         assert_close_metrics(&want_m, &metrics(&out), &what);
+    }
+}
+
+/// Per step: the gradient-sum buckets and how many started inside the backward (`None` when
+/// the step summed after the backward).
+fn overlap_counts(out: &Path) -> Vec<Option<(u64, u64)>> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let all = v["dist/buckets"].as_u64()?;
+            Some((all, v["dist/buckets_in_backward"].as_u64().unwrap()))
+        })
+        .collect()
+}
+
+/// The sum of the gradients over the ranks started inside the backward, bucket by bucket (the
+/// default with ZeRO-0/1), gives exactly the weights of the sum after the backward: with
+/// micro-batches of 3 (each rank's share is one pass, the scoring pass's graph) and of 1
+/// (earlier passes accumulated, the last one overlapped; a rank whose pairs are all masked
+/// runs no backward and joins the sums with zeros), with buckets cutting parameters apart.
+#[test]
+fn gradient_sums_started_inside_the_backward_equal_the_sums_after_it() {
+    let f = fixture(12);
+    for micro in [3, 1] {
+        let run = |name: &str, extra: &[&str]| {
+            let out = f.root.join(format!("{name}-micro{micro}"));
+            let mut args = vec!["--nproc", "2", "--bucket-size", "3000"];
+            args.extend_from_slice(extra);
+            ok(train_cmd_micro(&f, &out, 2, micro, &args).output().unwrap());
+            out
+        };
+        let (after, inside) = (run("after", &["--no-overlap-grads"]), run("inside", &[]));
+        let what = format!("micro-batch {micro}");
+        let d = max_diff(
+            &weights(&after.join("final")),
+            &weights(&inside.join("final")),
+        );
+        assert_eq!(d, 0.0, "{what}: max abs weight difference {d}");
+        assert_eq!(metrics(&after), metrics(&inside), "{what}: metrics");
+        assert!(overlap_counts(&after).iter().all(Option::is_none), "{what}");
+        let counts = overlap_counts(&inside);
+        assert_eq!(counts.len(), 4, "{what}");
+        for c in &counts {
+            let (all, _) = c.unwrap_or_else(|| panic!("{what}: a step summed after the backward"));
+            assert!(all > 2, "{what}: {all} buckets; the test wants several");
+        }
+        let started: u64 = counts.iter().map(|c| c.unwrap().1).sum();
+        assert!(
+            started > 0,
+            "{what}: no bucket started inside the backward: {counts:?}"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Storage, Tensor, Var, bail,
 };
 
-use crate::io;
+use crate::{grad_ready, io};
 
 const NAME: &str = "dama-layer";
 
@@ -44,6 +44,17 @@ pub fn with_backward(
         return Ok(y);
     }
     let grads = Arc::new(Mutex::new(vec![None; params.len()]));
+    // Under a gradient tracker the backward hands the parameters' gradients to it instead.
+    let tracker = grad_ready::recording().map(|state| {
+        let needed: Vec<Tensor> = params
+            .iter()
+            .zip(&need)
+            .filter(|(_, n)| **n)
+            .map(|(p, _)| p.clone())
+            .collect();
+        grad_ready::register(&state, &needed.iter().collect::<Vec<_>>());
+        (state, needed)
+    });
     let mut s = Tensor::zeros(1, DType::F32, x.device())?;
     for (i, p) in params.iter().enumerate().filter(|(i, _)| need[*i]) {
         s = (s + p.apply_op1(Attach {
@@ -58,6 +69,7 @@ pub fn with_backward(
             output: Mutex::new(Some(y)),
             need,
             grads,
+            tracker,
         },
     )
 }
@@ -101,6 +113,9 @@ struct Layer {
     output: Mutex<Option<Tensor>>,
     need: Vec<bool>,
     grads: Arc<Mutex<Vec<Option<Tensor>>>>,
+    /// The tracker the forward registered with and the parameters it registered (those in
+    /// `need`, in order); their gradients go there, not to the side nodes.
+    tracker: Option<(Arc<Mutex<grad_ready::State>>, Vec<Tensor>)>,
 }
 
 impl Layer {
@@ -159,9 +174,25 @@ impl CustomOp2 for Layer {
                 self.need.len()
             );
         }
-        let mut slots = self.grads.lock().expect("layer gradients lock");
-        for ((slot, g), &n) in slots.iter_mut().zip(out.params).zip(&self.need) {
-            *slot = if n { g } else { None };
+        if let Some((state, needed)) = &self.tracker {
+            let grads: Vec<Tensor> = out
+                .params
+                .into_iter()
+                .zip(&self.need)
+                .filter(|(_, n)| **n)
+                .map(|(g, _)| g)
+                .collect::<Option<_>>()
+                .ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "{NAME}: the backward gave no gradient for a parameter it was asked for"
+                    ))
+                })?;
+            grad_ready::deliver(state, &needed.iter().collect::<Vec<_>>(), grads)?;
+        } else {
+            let mut slots = self.grads.lock().expect("layer gradients lock");
+            for ((slot, g), &n) in slots.iter_mut().zip(out.params).zip(&self.need) {
+                *slot = if n { g } else { None };
+            }
         }
         let dx = if x.track_op() { out.dx } else { None };
         Ok((dx, Some(s.zeros_like()?)))

@@ -31,6 +31,7 @@ mod cuda;
 mod device;
 mod elem;
 mod embedding;
+pub mod grad_ready;
 mod head;
 mod io;
 mod layer;

@@ -187,6 +187,19 @@ pub struct TrainConfig {
     /// Elements per collective call of the gradient and weight exchanges (`--bucket-size`).
     #[serde(default = "default_bucket", skip_serializing_if = "is_default_bucket")]
     pub bucket_size: usize,
+    /// With several ranks and ZeRO-0/1, start summing the gradients inside the backward
+    /// (`--no-overlap-grads` turns it off); the same sums either way. Absent from `run.json`
+    /// when on.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub overlap_grads: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 fn default_bucket() -> usize {
@@ -198,7 +211,7 @@ fn is_default_bucket(b: &usize) -> bool {
 }
 
 /// The fields of [`TrainConfig`] a resumed run may change.
-const FREE_ON_RESUME: [&str; 7] = [
+const FREE_ON_RESUME: [&str; 8] = [
     "save_every",
     "save_total_limit",
     "skip_bad",
@@ -207,6 +220,7 @@ const FREE_ON_RESUME: [&str; 7] = [
     // the same maths on another layout; a checkpoint's optimizer state is re-sharded
     "zero",
     "bucket_size",
+    "overlap_grads",
 ];
 
 impl TrainConfig {
@@ -248,6 +262,7 @@ impl TrainConfig {
             recompute_activations: false,
             zero: ZeroStage::Zero0,
             bucket_size: DEFAULT_BUCKET,
+            overlap_grads: true,
         }
     }
 
@@ -340,6 +355,7 @@ mod tests {
             recompute_activations: true,
             zero: ZeroStage::Zero2,
             bucket_size: 1000,
+            overlap_grads: false,
             ..a.clone()
         };
         assert_eq!(a.identity().unwrap(), free.identity().unwrap());

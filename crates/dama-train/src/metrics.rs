@@ -84,6 +84,20 @@ pub struct StepMetrics {
     pub pairs_per_second: f64,
     #[serde(rename = "perf/tokens_per_second")]
     pub tokens_per_second: f64,
+    /// With several ranks: the step's gradient-sum buckets, and how many of them started
+    /// while the backward was still running (absent when the sum followed the backward).
+    #[serde(
+        rename = "dist/buckets",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buckets: Option<usize>,
+    #[serde(
+        rename = "dist/buckets_in_backward",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub buckets_in_backward: Option<usize>,
 }
 
 impl StepMetrics {
@@ -124,6 +138,8 @@ impl StepMetrics {
             step_seconds: seconds,
             pairs_per_second: n / seconds.max(1e-12),
             tokens_per_second: report.tokens as f64 / seconds.max(1e-12),
+            buckets: report.overlap.map(|c| c.buckets),
+            buckets_in_backward: report.overlap.map(|c| c.in_backward),
         }
     }
 }

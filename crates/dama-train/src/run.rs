@@ -115,6 +115,7 @@ fn run_steps(
         micro_batch: cfg.micro_batch,
         shared_prefix: cfg.shared_prefix,
         max_grad_norm: cfg.max_grad_norm,
+        overlap_grads: cfg.overlap_grads,
     };
     let ckpt_root = out.join("checkpoints");
     let lora = cfg.lora.is_some();

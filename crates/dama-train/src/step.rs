@@ -10,9 +10,11 @@
 
 use candle_core::{DType, Device, Tensor};
 use dama_core::{DamaConfig, DamaState, StepInput, StepOutcome};
+use dama_kernels::grad_ready::{GradTracker, on_ready};
 use dama_kernels::profile;
 use dama_llava::{Images, LlavaModel, PairBatch};
 
+use crate::dist::overlap::{GradOverlap, OverlapCount};
 use crate::dist::zero::clip_and_update;
 use crate::dist::{Collectives, Optimizer, Single, Split};
 use crate::error::{Context, Result, TrainError};
@@ -27,6 +29,9 @@ pub struct StepSettings {
     pub shared_prefix: bool,
     /// Clip the global gradient norm to this (HF Trainer default 1.0); `None` for no clipping.
     pub max_grad_norm: Option<f64>,
+    /// With several ranks and ZeRO-0/1, start summing the decoder layers' gradients over the
+    /// ranks inside the backward, bucket by bucket ([`crate::dist::overlap`]); the same sums.
+    pub overlap_grads: bool,
 }
 
 /// The reference log-probs and data hardness of the batch's pairs, aligned with its pairs.
@@ -48,6 +53,8 @@ pub struct StepReport {
     pub policy_rejected: Vec<f32>,
     /// Tokens the model read in the gradient pass(es) and the scoring pass.
     pub tokens: usize,
+    /// How the gradients' sum over the ranks overlapped the backward, when it did.
+    pub overlap: Option<OverlapCount>,
 }
 
 /// Runs `f`; while `dama_kernels::profile` is on, also times it as the span `name` (with a
@@ -87,6 +94,9 @@ fn tokens_of(batch: &PairBatch, shared_prefix: bool) -> usize {
 /// computed on the way; advances `state` (ḡ, sampling stream).
 pub struct Gradients {
     pub grads: Vec<Option<Tensor>>,
+    /// Set when `grads` are already summed over the ranks (the sum was started inside the
+    /// backward): how that went. Otherwise they are this rank's.
+    pub overlap: Option<OverlapCount>,
     pub outcome: StepOutcome<f32>,
     pub policy_chosen: Vec<f32>,
     pub policy_rejected: Vec<f32>,
@@ -116,6 +126,7 @@ pub fn train_step(
         policy_chosen: g.policy_chosen,
         policy_rejected: g.policy_rejected,
         tokens: g.tokens,
+        overlap: None,
     })
 }
 
@@ -137,6 +148,7 @@ pub fn train_step_of_share(
     split: Split,
     bucket: usize,
 ) -> Result<StepReport> {
+    let overlap = (settings.overlap_grads && opt.sums_whole_gradients()).then_some(bucket);
     let g = gradients_of_share(
         model,
         opt.params(),
@@ -147,11 +159,16 @@ pub fn train_step_of_share(
         settings,
         comm,
         split,
+        overlap,
     )?;
     let device = model.device();
     comm.phase("summing the gradients and updating");
     let grad_norm = phase(device, "step.optimizer", || {
-        opt.step(g.grads, lr, settings.max_grad_norm, comm, bucket)
+        if g.overlap.is_some() {
+            opt.step_summed(g.grads, lr, settings.max_grad_norm, comm)
+        } else {
+            opt.step(g.grads, lr, settings.max_grad_norm, comm, bucket)
+        }
     })?;
     let tokens = if comm.world_size() > 1 {
         let t = Tensor::new(&[g.tokens as f64], &Device::Cpu)?;
@@ -165,6 +182,7 @@ pub fn train_step_of_share(
         policy_chosen: g.policy_chosen,
         policy_rejected: g.policy_rejected,
         tokens,
+        overlap: g.overlap,
     })
 }
 
@@ -180,7 +198,7 @@ pub fn gradients(
 ) -> Result<Gradients> {
     let split = Split::new(batch.len(), 1);
     gradients_of_share(
-        model, params, batch, refs, dama, state, settings, &Single, split,
+        model, params, batch, refs, dama, state, settings, &Single, split, None,
     )
 }
 
@@ -188,7 +206,9 @@ pub fn gradients(
 /// holds the pairs `split.range(comm.rank())` of the global batch, `refs` all of its pairs.
 /// The log-probs are all-gathered, so the DAMA step (and `state`) is the global one on every
 /// rank; the gradients returned are this rank's, not yet summed over the ranks; `tokens`
-/// counts this rank's.
+/// counts this rank's. With `overlap` (a bucket size) and several ranks, the last pass's
+/// backward starts summing the gradients over the ranks ([`GradOverlap`]) and the gradients
+/// returned are the sums (`summed`).
 #[allow(clippy::too_many_arguments)]
 pub fn gradients_of_share(
     model: &LlavaModel,
@@ -200,8 +220,15 @@ pub fn gradients_of_share(
     settings: &StepSettings,
     comm: &dyn Collectives,
     split: Split,
+    overlap: Option<usize>,
 ) -> Result<Gradients> {
     let n = batch.len();
+    let overlap = overlap.filter(|_| comm.world_size() > 1);
+    let tracker = overlap.map(|_| GradTracker::new());
+    let record = |f: &dyn Fn() -> Result<dama_llava::PairLogps>| match &tracker {
+        Some(t) => t.record(f),
+        None => f(),
+    };
     if split.len == 0 || settings.micro_batch == 0 {
         return Err(TrainError::Settings(format!(
             "a step needs pairs and a micro-batch of at least 1 (batch {}, micro-batch {})",
@@ -238,7 +265,7 @@ pub fn gradients_of_share(
         (Vec::new(), Vec::new(), None)
     } else if single_pass {
         let logps = phase(device, "step.forward", || {
-            Ok(model.pair_logps(&batch, settings.shared_prefix)?)
+            record(&|| Ok(model.pair_logps(&batch, settings.shared_prefix)?))
         })?;
         (
             to_vec(&logps.chosen)?,
@@ -284,15 +311,33 @@ pub fn gradients_of_share(
         let w = Tensor::from_vec(weights, chosen.dims1()?, device)?;
         Ok(((chosen - rejected)? * w)?.sum_all()?)
     };
+    // Whether any rank runs a backward this step (known alike on every rank): when none
+    // does, no gradient exists anywhere and nothing is summed inside a backward.
+    let any_backward = (0..split.world).any(|r| {
+        let range = split.range(r);
+        !range.is_empty()
+            && (settings.micro_batch >= range.len()
+                || outcome.grad_margins[range].iter().any(|&w| w != 0.0))
+    });
+    let overlap = overlap.filter(|_| any_backward);
+    let mut summed = None;
     if let Some(logps) = tracked {
         phase(device, "step.backward", || {
             let loss = surrogate(&logps.chosen, &logps.rejected, local_weights.to_vec())?;
-            Ok(acc.add(params, &loss.backward()?)?)
+            match overlap {
+                Some(bucket) => {
+                    summed = Some(backward_summing(&loss, params, &mut acc, comm, bucket)?);
+                    Ok(())
+                }
+                None => Ok(acc.add(params, &loss.backward()?)?),
+            }
         })?;
     } else if let Some(features) = &features {
         // Only pairs with a non-zero weight move the loss: masked pairs are not run again.
         let kept: Vec<usize> = (0..n).filter(|&i| local_weights[i] != 0.0).collect();
-        for chunk in kept.chunks(settings.micro_batch) {
+        let passes = kept.len().div_ceil(settings.micro_batch);
+        for (k, chunk) in kept.chunks(settings.micro_batch).enumerate() {
+            let last = overlap.filter(|_| k + 1 == passes);
             let idx = Tensor::from_vec(
                 chunk.iter().map(|&i| i as u32).collect::<Vec<_>>(),
                 chunk.len(),
@@ -304,21 +349,66 @@ pub fn gradients_of_share(
             };
             tokens += tokens_of(&micro, settings.shared_prefix);
             let logps = phase(device, "step.forward", || {
-                Ok(model.pair_logps(&micro, settings.shared_prefix)?)
+                let run = || Ok(model.pair_logps(&micro, settings.shared_prefix)?);
+                if last.is_some() { record(&run) } else { run() }
             })?;
             let weights = chunk.iter().map(|&i| local_weights[i]).collect();
             phase(device, "step.backward", || {
                 let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
-                Ok(acc.add(params, &loss.backward()?)?)
+                match last {
+                    Some(bucket) => {
+                        summed = Some(backward_summing(&loss, params, &mut acc, comm, bucket)?);
+                        Ok(())
+                    }
+                    None => Ok(acc.add(params, &loss.backward()?)?),
+                }
             })?;
         }
     }
+    // A rank without a backward of its own still takes part in every sum, with zeros.
+    if let (Some(bucket), None) = (overlap, &summed) {
+        summed = Some(GradOverlap::new(params, comm, bucket, acc.sums_mut()).finish(acc.take())?);
+    }
 
+    let (grads, overlap) = match summed {
+        Some((g, count)) => (g, Some(count)),
+        None => (acc.take(), None),
+    };
     Ok(Gradients {
-        grads: acc.take(),
+        grads,
+        overlap,
         outcome,
         policy_chosen,
         policy_rejected,
         tokens,
     })
+}
+
+/// The last pass's backward with the gradients' sum over the ranks started inside it
+/// ([`GradOverlap`]); returns the step's gradients summed over the ranks.
+fn backward_summing(
+    loss: &Tensor,
+    params: &[Param],
+    acc: &mut GradAccumulator,
+    comm: &dyn Collectives,
+    bucket: usize,
+) -> Result<(Vec<Option<Tensor>>, OverlapCount)> {
+    let mut overlap = GradOverlap::new(params, comm, bucket, acc.sums_mut());
+    let store = {
+        let mut hook = |p: &Tensor, g: Tensor| overlap.ready(p, g);
+        on_ready(&mut hook, || loss.backward())
+    };
+    let store = match store {
+        Ok(s) => s,
+        // A collective's error names its rank; candle's backward only kept the message.
+        Err(e) => {
+            return Err(match overlap.take_failure() {
+                Some(d) => d,
+                None => e.into(),
+            });
+        }
+    };
+    acc.add(params, &store)?;
+    drop(store);
+    overlap.finish(acc.take())
 }

@@ -157,6 +157,7 @@ fn measure(case: &Case<'_>, dir: &Path) -> (usize, u64) {
         micro_batch: case.micro_batch,
         shared_prefix: true,
         max_grad_norm: Some(1.0),
+        overlap_grads: false,
     };
     for t in 0..case.steps {
         let r = BatchRefs {

@@ -169,6 +169,10 @@ pub struct ParallelArgs {
     /// Elements per collective call of the gradient and weight exchanges.
     #[arg(long, default_value_t = paper().bucket_size)]
     pub bucket_size: usize,
+    /// Sum the gradients over the ranks only after the backward, not bucket by bucket inside
+    /// it (ZeRO-0/1 overlap the two by default; the same sums either way).
+    #[arg(long)]
+    pub no_overlap_grads: bool,
     /// Seconds a rank may keep the others waiting (or stay silent) before the job stops
     /// naming it; also the limit for the ranks to find each other.
     #[arg(long, default_value_t = 600.0)]
@@ -227,6 +231,7 @@ impl TrainArgs {
             recompute_activations: self.recompute_activations,
             zero: self.parallel.zero,
             bucket_size: self.parallel.bucket_size,
+            overlap_grads: !self.parallel.no_overlap_grads,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod launch;
 pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+pub mod overlap;
 pub mod setup;
 pub mod shard;
 pub mod watchdog;
@@ -65,6 +66,12 @@ pub trait Collectives {
     fn engine(&self) -> &'static str;
     /// Every rank's `t` summed elementwise; every rank receives the sum (shape of `t`).
     fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor>;
+    /// [`Collectives::all_reduce_sum`] started: the sum is read with [`PendingSum::wait`].
+    /// An engine that can run it beside the computation (NCCL, on its own stream) returns
+    /// at once; the others compute it here. Every rank starts the same sums in the same order.
+    fn start_all_reduce_sum(&self, t: &Tensor) -> Result<PendingSum<'_>> {
+        Ok(PendingSum::ready(self.all_reduce_sum(t)?))
+    }
     /// Every rank's `t` (the same element count everywhere), concatenated in rank order:
     /// a 1-D tensor of `world_size() · t.elem_count()` elements on every rank.
     fn all_gather(&self, t: &Tensor) -> Result<Tensor>;
@@ -80,6 +87,35 @@ pub trait Collectives {
     fn phase(&self, _what: &str) {}
     fn is_main(&self) -> bool {
         self.rank() == 0
+    }
+}
+
+/// A started sum (see [`Collectives::start_all_reduce_sum`]).
+pub struct PendingSum<'a> {
+    sum: Tensor,
+    /// What makes `sum` readable and checks the collective's outcome.
+    finish: Option<Box<dyn FnOnce() -> Result<()> + 'a>>,
+}
+
+impl<'a> PendingSum<'a> {
+    /// A sum already computed.
+    pub fn ready(sum: Tensor) -> Self {
+        Self { sum, finish: None }
+    }
+
+    /// A sum that `sum` holds once `finish` has succeeded.
+    pub fn later(sum: Tensor, finish: Box<dyn FnOnce() -> Result<()> + 'a>) -> Self {
+        Self {
+            sum,
+            finish: Some(finish),
+        }
+    }
+
+    pub fn wait(self) -> Result<Tensor> {
+        if let Some(f) = self.finish {
+            f()?;
+        }
+        Ok(self.sum)
     }
 }
 

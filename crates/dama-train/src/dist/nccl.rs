@@ -14,7 +14,7 @@
 //! `NCCL_MULTI_RANK_GPU_ENABLE=1`.
 
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
@@ -23,13 +23,17 @@ use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, CudaStorage, DType, Device, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::{Collectives, DistError, Result};
+use super::{Collectives, DistError, PendingSum, Result};
 
 /// An NCCL communicator of one rank.
 pub struct Nccl {
     comm: sys::ncclComm_t,
     device: CudaDevice,
     stream: Arc<CudaStream>,
+    /// NCCL's own stream for the sums started inside the backward, made on first use (a
+    /// second stream turns on cudarc's per-buffer event tracking, which a run that never
+    /// overlaps need not pay for).
+    side: OnceLock<Arc<CudaStream>>,
     rank: usize,
     world: usize,
 }
@@ -94,6 +98,7 @@ impl Nccl {
             comm,
             device: dev.clone(),
             stream,
+            side: OnceLock::new(),
             rank,
             world,
         })
@@ -105,6 +110,30 @@ impl Nccl {
             op,
             what: what.into(),
         }
+    }
+
+    /// NCCL's asynchronous error, if it has one (the communicator is aborted then).
+    fn async_error(&self, op: &'static str) -> Result<()> {
+        let mut state = sys::ncclResult_t::ncclSuccess;
+        unsafe { sys::ncclCommGetAsyncError(self.comm, &mut state) };
+        if state != sys::ncclResult_t::ncclSuccess && state != sys::ncclResult_t::ncclInProgress {
+            unsafe {
+                let _ = result::comm_abort(self.comm);
+            }
+            return Err(self.err(op, format!("NCCL asynchronous error {state:?}")));
+        }
+        Ok(())
+    }
+
+    fn side_stream(&self) -> Result<&Arc<CudaStream>> {
+        if let Some(s) = self.side.get() {
+            return Ok(s);
+        }
+        let s = self
+            .stream
+            .fork()
+            .map_err(|e| self.err("start_all_reduce_sum", format!("creating a stream: {e:?}")))?;
+        Ok(self.side.get_or_init(|| s))
     }
 
     /// Waits for the stream's work so far, checking NCCL's asynchronous error meanwhile.
@@ -119,15 +148,7 @@ impl Nccl {
                 Ok(false) => {}
                 Err(e) => return Err(self.err(op, format!("CUDA: {e:?}"))),
             }
-            let mut state = sys::ncclResult_t::ncclSuccess;
-            unsafe { sys::ncclCommGetAsyncError(self.comm, &mut state) };
-            if state != sys::ncclResult_t::ncclSuccess && state != sys::ncclResult_t::ncclInProgress
-            {
-                unsafe {
-                    let _ = result::comm_abort(self.comm);
-                }
-                return Err(self.err(op, format!("NCCL asynchronous error {state:?}")));
-            }
+            self.async_error(op)?;
             std::thread::sleep(Duration::from_micros(50));
         }
     }
@@ -250,6 +271,78 @@ impl Collectives for Nccl {
             .map(|_| ())
         })?;
         Ok(out.reshape(t.shape())?.to_device(t.device())?)
+    }
+
+    /// The sum runs on NCCL's own stream, after the training stream's work so far (which
+    /// computed `t`), while the training stream goes on; [`PendingSum::wait`] makes the
+    /// training stream wait for it (the host does not) and checks NCCL's asynchronous error.
+    fn start_all_reduce_sum(&self, t: &Tensor) -> Result<PendingSum<'_>> {
+        const OP: &str = "start_all_reduce_sum";
+        if !sum_only(t) {
+            return Err(self.err(OP, format!("sums floats, not {:?}", t.dtype())));
+        }
+        let side = self.side_stream()?.clone();
+        let t = self.on_gpu(t)?;
+        let n = t.elem_count();
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cuda(cs) = &*storage else {
+            return Err(self.err(OP, "the tensor is not on the GPU"));
+        };
+        let start = layout.start_offset();
+        macro_rules! typed {
+            ($ty:ty, $nt:expr) => {{
+                let src = cs.as_cuda_slice::<$ty>()?.slice(start..start + n);
+                // Made on the training stream, which owns the result afterwards.
+                let mut dst: CudaSlice<$ty> = self
+                    .stream
+                    .alloc_zeros::<$ty>(n)
+                    .map_err(|e| self.err(OP, format!("allocating {n} elements: {e:?}")))?;
+                side.join(&self.stream)
+                    .map_err(|e| self.err(OP, format!("ordering the streams: {e:?}")))?;
+                {
+                    let (s, _s) = src.device_ptr(&side);
+                    let (d, _d) = dst.device_ptr_mut(&side);
+                    unsafe {
+                        result::all_reduce(
+                            s as *const c_void,
+                            d as *mut c_void,
+                            n,
+                            $nt,
+                            sys::ncclRedOp_t::ncclSum,
+                            self.comm,
+                            side.cu_stream() as sys::cudaStream_t,
+                        )
+                    }
+                    .map_err(|e| self.err(OP, format!("{e:?}")))?;
+                }
+                CudaStorage::wrap_cuda_slice(dst, self.device.clone())
+            }};
+        }
+        use sys::ncclDataType_t as T;
+        let out = match t.dtype() {
+            DType::F32 => typed!(f32, T::ncclFloat32),
+            DType::F64 => typed!(f64, T::ncclFloat64),
+            DType::BF16 => typed!(bf16, T::ncclBfloat16),
+            DType::F16 => typed!(f16, T::ncclFloat16),
+            other => return Err(self.err(OP, format!("sums floats, not {other:?}"))),
+        };
+        drop(storage);
+        let done = side
+            .record_event(None)
+            .map_err(|e| self.err(OP, format!("recording an event: {e:?}")))?;
+        let sum = Tensor::from_storage(Storage::Cuda(out), n, BackpropOp::none(), false)
+            .reshape(t.shape())?;
+        Ok(PendingSum::later(
+            sum,
+            Box::new(move || {
+                // `t` is NCCL's input until the sum is done: kept alive until here.
+                let _input = t;
+                self.stream
+                    .wait(&done)
+                    .map_err(|e| self.err(OP, format!("waiting for the sum: {e:?}")))?;
+                self.async_error(OP)
+            }),
+        ))
     }
 
     fn all_gather(&self, t: &Tensor) -> Result<Tensor> {

@@ -180,6 +180,34 @@ impl Optimizer {
             Optimizer::Sharded(s) => s.step(grads, lr, max_norm, comm),
         }
     }
+
+    /// Whether this stage needs every gradient summed on every rank, so that the sum can be
+    /// started inside the backward ([`super::overlap`]): ZeRO-0 and ZeRO-1 (ZeRO-2 sums each
+    /// rank's shard only, after the backward).
+    pub fn sums_whole_gradients(&self) -> bool {
+        self.stage() != ZeroStage::Zero2
+    }
+
+    /// [`Optimizer::step`] from gradients already summed over the ranks (by
+    /// [`super::overlap::GradOverlap`]); only where [`Optimizer::sums_whole_gradients`].
+    pub fn step_summed(
+        &mut self,
+        grads: Vec<Option<Tensor>>,
+        lr: f64,
+        max_norm: Option<f64>,
+        comm: &dyn Collectives,
+    ) -> Result<f64> {
+        match self {
+            Optimizer::Replicated(opt) => clip_and_update(opt, &grads, lr, max_norm),
+            Optimizer::Sharded(s) if s.stage != ZeroStage::Zero2 => {
+                s.step_from_sums(grads, lr, max_norm, comm)
+            }
+            Optimizer::Sharded(_) => Err(TrainError::Settings(
+                "ZeRO-2 sums each rank's shard of the gradients; it takes no summed gradients"
+                    .into(),
+            )),
+        }
+    }
 }
 
 /// Which parameters got a gradient on any rank (a rank with no pair of its own has none).
@@ -372,29 +400,52 @@ impl ShardedAdamW {
         max_norm: Option<f64>,
         comm: &dyn Collectives,
     ) -> Result<f64> {
+        if self.stage != ZeroStage::Zero2 {
+            let full = if comm.world_size() > 1 {
+                all_reduce_grads(&self.params, grads, comm, self.bucket)?
+            } else {
+                grads
+            };
+            return self.step_from_sums(full, lr, max_norm, comm);
+        }
         let max_norm = max_norm.unwrap_or(f64::INFINITY);
-        let (norm, clip, shard_grads) = match self.stage {
-            ZeroStage::Zero2 => self.reduce_scatter(grads, max_norm, comm)?,
-            _ => {
-                let full = if comm.world_size() > 1 {
-                    all_reduce_grads(&self.params, grads, comm, self.bucket)?
-                } else {
-                    grads
-                };
-                let (norm, clip) = clip_grad_norm(&full, max_norm)?;
-                let shard = self
-                    .pieces
-                    .iter()
-                    .map(|pc| {
-                        full[pc.param]
-                            .as_ref()
-                            .map(|g| g.flatten_all()?.narrow(0, pc.start, pc.len))
-                            .transpose()
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()?;
-                (norm, clip, shard)
-            }
-        };
+        let (norm, clip, shard_grads) = self.reduce_scatter(grads, max_norm, comm)?;
+        self.update_shard(norm, clip, shard_grads, lr, comm)
+    }
+
+    /// ZeRO-1: the step from the gradients summed over the ranks (every rank has them all).
+    fn step_from_sums(
+        &mut self,
+        full: Vec<Option<Tensor>>,
+        lr: f64,
+        max_norm: Option<f64>,
+        comm: &dyn Collectives,
+    ) -> Result<f64> {
+        let max_norm = max_norm.unwrap_or(f64::INFINITY);
+        let (norm, clip) = clip_grad_norm(&full, max_norm)?;
+        let shard_grads = self
+            .pieces
+            .iter()
+            .map(|pc| {
+                full[pc.param]
+                    .as_ref()
+                    .map(|g| g.flatten_all()?.narrow(0, pc.start, pc.len))
+                    .transpose()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        drop(full);
+        self.update_shard(norm, clip, shard_grads, lr, comm)
+    }
+
+    /// Updates this rank's shard with its summed gradients and all-gathers the weights.
+    fn update_shard(
+        &mut self,
+        norm: f64,
+        clip: Option<f64>,
+        shard_grads: Vec<Option<Tensor>>,
+        lr: f64,
+        comm: &dyn Collectives,
+    ) -> Result<f64> {
         check_norm(norm)?;
         self.shard.step_clipped(&shard_grads, lr, clip)?;
         drop(shard_grads);

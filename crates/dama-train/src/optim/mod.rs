@@ -289,6 +289,11 @@ impl GradAccumulator {
         Ok(())
     }
 
+    /// The sums so far, to take some of them out (aligned with the parameters).
+    pub fn sums_mut(&mut self) -> &mut [Option<Tensor>] {
+        &mut self.sums
+    }
+
     /// The sums so far; the accumulator starts over empty.
     pub fn take(&mut self) -> Vec<Option<Tensor>> {
         let n = self.sums.len();

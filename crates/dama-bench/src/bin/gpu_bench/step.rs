@@ -411,6 +411,7 @@ pub fn run(
             micro_batch: pairs,
             shared_prefix: true,
             max_grad_norm: Some(1.0),
+            overlap_grads: false,
         },
     };
     let (mut times, mut peak) = (Vec::new(), 0f64);
