@@ -5,7 +5,7 @@
 # Here (CPU machine), once:
 #   source scripts/setup-cuda13.sh
 #   cargo build --release -p dama-bench --features cuda --bin gpu_bench
-#   cargo build --release -p dama-native --features cuda        # optional, for stage demo
+#   cargo build --release -p dama-native --features cuda,nccl   # optional, for stages demo, nccl
 #   scripts/gpu-bench.sh --prepare [GPU_BENCH [DAMA_NATIVE]]
 #       strips + gzips the binaries (dama-native only if built with CUDA) and copies the
 #       PyTorch side, scripts/bench/*.py (see scripts/bench/README.md), into .gpu/bench/
@@ -84,6 +84,12 @@
 #   demo    the product: `dama-native` with no arguments (tiny random LLaVA, synthetic data,
 #           dama vs dpo, held-out comparison) in a temporary folder, on the GPU (needs
 #           .gpu/dama-native.gz); its exit status, wall time and last 40 lines go to summary.txt
+#   nccl    issue 14's GPU proof, after demo and on its SFT model and pairs
+#           (scripts/bench/nccl_check.sh): 2 ranks through NCCL on the one GPU
+#           (NCCL_MULTI_RANK_GPU_ENABLE=1, NCCL >= 2.30; libnccl.so.2 from the system or a
+#           python wheel such as torch's nvidia-nccl) against 1 rank, f32: the gradient sum
+#           started inside the backward, after it, and ZeRO-2; weights within 1e-4. Needs
+#           dama-native built with `--features cuda,nccl` (--prepare packs it like any other)
 # TORCH=0 skips the PyTorch anchors; the summary then compares with the H200 anchors of
 # results/h200-2026-11-26-run2.jsonl (the same scripts, measured twice that day).
 # BUDGET_S=N caps every stage's time limit to what is left of N seconds (minus 20 for the
@@ -211,6 +217,7 @@ last_rc=
 mma_rc=unset
 demo_ran=0
 demo_rc=0
+nccl_rc=0
 
 # DAMA_CUDA_ATTN for the stages after the checks: ATTN if set; fma if a tensor-core check
 # failed; else unset (the default: mma where it applies).
@@ -221,7 +228,7 @@ attn_env() {
 }
 
 torch=${TORCH:-1}
-for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block ops step1b step7b step7b_8bit generate demo}; do
+for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block ops step1b step7b step7b_8bit generate demo nccl}; do
     case "$s" in
         check) stage check 120 env DAMA_CUDA_ATTN=fma "$work/gpu_bench" check ;;
         check_mma) stage check_mma 60 env DAMA_CUDA_ATTN=mma "$work/gpu_bench" check --only attention ;;
@@ -284,6 +291,15 @@ for s in ${STAGES:-check check_mma check_default check_ldsm check_adamw block op
                 fi
             else
                 echo "=== demo: skipped, no .gpu/dama-native.gz (build dama-native --features cuda, --prepare)" | tee -a "$log"
+            fi
+            ;;
+        nccl)
+            if [ "$DRY_RUN" = 1 ] || { [ -x "$work/dama-native" ] && [ "$demo_ran" = 1 ]; }; then
+                stage nccl "${NCCL_LIMIT:-300}" env -u DAMA_CUDA_ATTN "$(attn_env)" \
+                    "$root/scripts/bench/nccl_check.sh" "$work/dama-native" "$work/demo" "$work/nccl"
+                [ "$DRY_RUN" = 1 ] || nccl_rc=$last_rc
+            else
+                echo "=== nccl: skipped, needs .gpu/dama-native.gz and stage demo in this run" | tee -a "$log"
             fi
             ;;
         *) echo "gpu-bench: unknown stage $s" | tee -a "$log" ;;
@@ -426,6 +442,17 @@ for r in by("demo"):
     if "wall_s" in r:
         print(f"demo (dama-native, no arguments): exit {r['rc']}{' (timed out)' if r['rc'] in (124, 137) else ''}, "
               f"{r['wall_s']} s, peak device memory {r['peak_mem_mib']} MiB; its last lines:")
+for r in by("nccl"):
+    if "max_abs_diff_vs_1_rank" in r:
+        print(f"nccl {r['nccl']} (2 ranks on one GPU, NCCL {r['nccl_version']}): weights within "
+              f"{r['max_abs_diff_vs_1_rank']:.2e} of 1 rank's; {r['buckets_in_backward']} of {r['buckets']} "
+              f"gradient buckets started inside the backward")
+    elif "max_abs_change_of_training" in r:
+        print(f"nccl one (1 rank): training moved the weights by up to {r['max_abs_change_of_training']:.2e}")
+    elif "error" in r:
+        print(f"nccl {r['nccl']}: {r['error']}")
+if by("nccl") and by("nccl")[0].get("rc"):
+    print(f"nccl: exit {by('nccl')[0]['rc']} (see log.txt)")
 for r in rows:
     if r.get("skipped"):
         print(f"{r['stage']}: skipped ({r['skipped']})")
@@ -439,4 +466,6 @@ rm -rf "$work"
 [ "$check_rc" = 0 ] || exit 1
 [ "$mma_rc" = unset ] || [ "$mma_rc" = 0 ] || exit 1
 [ "$demo_rc" = 0 ] || exit 2
+# NCCL's 2 ranks disagreeing with 1 rank, or failing (3)
+[ "$nccl_rc" = 0 ] || exit 3
 exit 0
