@@ -41,6 +41,14 @@ pub struct BenchReport {
     pub image_layer: Vec<f64>,
     /// The pooled tower (`vision_model.forward`: embedding, every layer, post norm).
     pub image_tower: Vec<f64>,
+    /// From the ready tensor to the unit-norm embedding (the tower, the projection, the
+    /// norm), timed right after the tower.
+    #[serde(default)]
+    pub image_from_pixels: Vec<f64>,
+    /// The end-to-end image call again, right after that (the first one opens each round,
+    /// after the text calls of the one before).
+    #[serde(default)]
+    pub image_again: Vec<f64>,
     /// The eight [`TEXTS`] in one call (tokenise, tower, projection, norm).
     pub texts8: Vec<f64>,
     /// [`long_text`] alone (77 tokens).
@@ -115,6 +123,8 @@ pub fn run(
             model.vision_model.hidden_states(&px, 1).map_err(err)
         })?;
         let (tower_ms, _) = time(now, || model.vision_model.forward(&px).map_err(err))?;
+        let (from_px_ms, _) = time(now, || model.image_embeds(&px).map_err(err))?;
+        let (again_ms, _) = time(now, || s.image_embeds(&[&img]).map_err(err))?;
         let (texts_ms, _) = time(now, || {
             let ids = s.tokenizer.encode_ids(&TEXTS).map_err(err)?;
             s.text_embeds_ids(&ids).map_err(err)
@@ -132,6 +142,8 @@ pub fn run(
         r.image_embed.push(embed_ms);
         r.image_layer.push(one_ms - embed_ms);
         r.image_tower.push(tower_ms);
+        r.image_from_pixels.push(from_px_ms);
+        r.image_again.push(again_ms);
         r.texts8.push(texts_ms);
         r.text77.push(long_ms);
         r.gemm_ms.push(gemm);
@@ -172,6 +184,8 @@ mod tests {
             &r.image_preprocess,
             &r.image_embed,
             &r.image_tower,
+            &r.image_from_pixels,
+            &r.image_again,
             &r.texts8,
             &r.text77,
             &r.gemm_ms,
