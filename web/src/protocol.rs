@@ -68,6 +68,7 @@ pub enum FromWorker {
     NoModel {
         batch: u64,
     },
-    /// The answer to [`ToWorker::Bench`] (an error when no model is loaded).
-    Bench(Result<BenchReport, String>),
+    /// The answer to [`ToWorker::Bench`] (an error when no model is loaded); boxed, as the
+    /// report is large next to the other messages.
+    Bench(Box<Result<BenchReport, String>>),
 }

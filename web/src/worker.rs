@@ -120,7 +120,7 @@ impl Worker for ScoringWorker {
                     None => Err("no model loaded".to_owned()),
                     Some(scorer) => crate::bench::run(scorer, repeats as usize, &precise_ms),
                 };
-                scope.respond(id, FromWorker::Bench(report));
+                scope.respond(id, FromWorker::Bench(Box::new(report)));
             }
         }
     }

@@ -396,7 +396,7 @@ impl AppState {
                 self.error("a scoring worker has no model loaded");
             }
             FromWorker::Bench(report) => {
-                let json = match report {
+                let json = match *report {
                     Ok(r) => serde_json::to_string(&r).unwrap_or_default(),
                     Err(e) => serde_json::json!({ "error": e }).to_string(),
                 };
