@@ -226,7 +226,8 @@ impl RefCache {
             what,
         };
         let mut entries = HashMap::new();
-        if path.exists() {
+        let mut fresh = !path.exists();
+        if !fresh {
             let file = File::open(path).map_err(io("opening reference cache"))?;
             let mut reader = BufReader::new(file);
             let mut good_bytes = 0u64;
@@ -266,22 +267,37 @@ impl RefCache {
                 }
                 good_bytes += n as u64;
             }
-            if number == 0 {
-                return Err(bad("is empty: no header line".into()));
+            if good_bytes == 0 {
+                // No whole header line, so no entry either (they follow it): only a run killed
+                // as it created the cache leaves that (caches written since are created whole).
+                observer.notice(&format!(
+                    "{}: no complete header line (a run was killed as it created it); starting it afresh",
+                    path.display()
+                ));
+                fresh = true;
+            } else {
+                // Cut a torn tail so that appends start on a fresh line.
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(good_bytes))
+                    .map_err(io("truncating"))?;
             }
-            // Cut a torn tail so that appends start on a fresh line.
-            OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(good_bytes))
-                .map_err(io("truncating"))?;
-        } else {
+        }
+        if fresh {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(TrainError::io("creating", parent))?;
             }
-            let mut f = File::create(path).map_err(io("creating reference cache"))?;
+            // Written beside it and renamed: the cache never exists without its header.
+            let partial = path.with_file_name(format!(
+                "{}.partial",
+                path.file_name().unwrap_or_default().to_string_lossy()
+            ));
+            let mut f = File::create(&partial).map_err(io("creating reference cache"))?;
             let header = serde_json::to_string(key).expect("a cache key serialises");
             writeln!(f, "{header}").map_err(io("writing"))?;
+            drop(f);
+            std::fs::rename(&partial, path).map_err(io("creating reference cache"))?;
         }
         let out = BufWriter::new(
             OpenOptions::new()
@@ -382,6 +398,27 @@ mod tests {
         drop(c);
         let c = RefCache::open(&path, &key("m"), &Silent).unwrap();
         assert_eq!(c.len(), 3);
+    }
+
+    /// A kill as the cache was created left an empty file or half its header (before the
+    /// header was written beside it and renamed): the cache starts afresh, with no error.
+    #[test]
+    fn a_cache_killed_as_it_was_created_starts_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, left) in [&b""[..], &b"{\"dama_ref_logps\":1,\"mod"[..]]
+            .iter()
+            .enumerate()
+        {
+            let path = dir.path().join(format!("ref-{i}.jsonl"));
+            std::fs::write(&path, left).unwrap();
+            let mut c = RefCache::open(&path, &key("m"), &Silent).unwrap();
+            assert!(c.is_empty());
+            c.insert(entry("a", "h1")).unwrap();
+            drop(c);
+            let c = RefCache::open(&path, &key("m"), &Silent).unwrap();
+            assert_eq!(c.get("a", "h1").unwrap(), Some(&entry("a", "h1")));
+            assert!(!dir.path().join(format!("ref-{i}.jsonl.partial")).exists());
+        }
     }
 
     #[test]
