@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
+use crate::files::write_atomic;
 use crate::observer::Observer;
 
 /// What the cached numbers depend on; the first line of the cache file.
@@ -289,15 +290,8 @@ impl RefCache {
                 std::fs::create_dir_all(parent).map_err(TrainError::io("creating", parent))?;
             }
             // Written beside it and renamed: the cache never exists without its header.
-            let partial = path.with_file_name(format!(
-                "{}.partial",
-                path.file_name().unwrap_or_default().to_string_lossy()
-            ));
-            let mut f = File::create(&partial).map_err(io("creating reference cache"))?;
             let header = serde_json::to_string(key).expect("a cache key serialises");
-            writeln!(f, "{header}").map_err(io("writing"))?;
-            drop(f);
-            std::fs::rename(&partial, path).map_err(io("creating reference cache"))?;
+            write_atomic(path, format!("{header}\n").as_bytes())?;
         }
         let out = BufWriter::new(
             OpenOptions::new()
@@ -417,7 +411,7 @@ mod tests {
             drop(c);
             let c = RefCache::open(&path, &key("m"), &Silent).unwrap();
             assert_eq!(c.get("a", "h1").unwrap(), Some(&entry("a", "h1")));
-            assert!(!dir.path().join(format!("ref-{i}.jsonl.partial")).exists());
+            assert!(!dir.path().join(format!("ref-{i}.jsonl.tmp")).exists());
         }
     }
 
