@@ -235,13 +235,18 @@ mod tests {
         (x, w, c)
     }
 
+    /// The gradients without a tracker: what candle's store holds.
+    fn untracked_grads(x: &Var, w: &[Var; 5], c: &Tensor) -> candle_core::backprop::GradStore {
+        objective(&forward(x, w).unwrap(), c)
+            .unwrap()
+            .backward()
+            .unwrap()
+    }
+
     #[test]
     fn each_layer_parameter_arrives_once_whole_and_last_layer_first() {
         let (x, w, c) = setup();
-        let plain = objective(&forward(&x, &w).unwrap(), &c)
-            .unwrap()
-            .backward()
-            .unwrap();
+        let plain = untracked_grads(&x, &w, &c);
 
         let tracker = GradTracker::new();
         let y = tracker.record(|| forward(&x, &w)).unwrap();
@@ -290,10 +295,7 @@ mod tests {
     #[test]
     fn without_a_hook_the_gradients_wait_in_the_tracker() {
         let (x, w, c) = setup();
-        let plain = objective(&forward(&x, &w).unwrap(), &c)
-            .unwrap()
-            .backward()
-            .unwrap();
+        let plain = untracked_grads(&x, &w, &c);
         let tracker = GradTracker::new();
         let y = tracker.record(|| forward(&x, &w)).unwrap();
         objective(&y, &c).unwrap().backward().unwrap();

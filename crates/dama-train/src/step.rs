@@ -208,7 +208,7 @@ pub fn gradients(
 /// rank; the gradients returned are this rank's, not yet summed over the ranks; `tokens`
 /// counts this rank's. With `overlap` (a bucket size) and several ranks, the last pass's
 /// backward starts summing the gradients over the ranks ([`GradOverlap`]) and the gradients
-/// returned are the sums (`summed`).
+/// returned are the sums ([`Gradients::overlap`] says so).
 #[allow(clippy::too_many_arguments)]
 pub fn gradients_of_share(
     model: &LlavaModel,
@@ -324,13 +324,8 @@ pub fn gradients_of_share(
     if let Some(logps) = tracked {
         phase(device, "step.backward", || {
             let loss = surrogate(&logps.chosen, &logps.rejected, local_weights.to_vec())?;
-            match overlap {
-                Some(bucket) => {
-                    summed = Some(backward_summing(&loss, params, &mut acc, comm, bucket)?);
-                    Ok(())
-                }
-                None => Ok(acc.add(params, &loss.backward()?)?),
-            }
+            summed = backward_pass(&loss, params, &mut acc, comm, overlap)?;
+            Ok(())
         })?;
     } else if let Some(features) = &features {
         // Only pairs with a non-zero weight move the loss: masked pairs are not run again.
@@ -355,13 +350,10 @@ pub fn gradients_of_share(
             let weights = chunk.iter().map(|&i| local_weights[i]).collect();
             phase(device, "step.backward", || {
                 let loss = surrogate(&logps.chosen, &logps.rejected, weights)?;
-                match last {
-                    Some(bucket) => {
-                        summed = Some(backward_summing(&loss, params, &mut acc, comm, bucket)?);
-                        Ok(())
-                    }
-                    None => Ok(acc.add(params, &loss.backward()?)?),
+                if let Some(sums) = backward_pass(&loss, params, &mut acc, comm, last)? {
+                    summed = Some(sums);
                 }
+                Ok(())
             })?;
         }
     }
@@ -384,15 +376,20 @@ pub fn gradients_of_share(
     })
 }
 
-/// The last pass's backward with the gradients' sum over the ranks started inside it
-/// ([`GradOverlap`]); returns the step's gradients summed over the ranks.
-fn backward_summing(
+/// One pass's backward into `acc`; with `overlap` (a bucket size: the step's last pass) the
+/// gradients' sum over the ranks is started inside it ([`GradOverlap`]) and the step's
+/// gradients summed over the ranks are returned.
+fn backward_pass(
     loss: &Tensor,
     params: &[Param],
     acc: &mut GradAccumulator,
     comm: &dyn Collectives,
-    bucket: usize,
-) -> Result<(Vec<Option<Tensor>>, OverlapCount)> {
+    overlap: Option<usize>,
+) -> Result<Option<(Vec<Option<Tensor>>, OverlapCount)>> {
+    let Some(bucket) = overlap else {
+        acc.add(params, &loss.backward()?)?;
+        return Ok(None);
+    };
     let mut overlap = GradOverlap::new(params, comm, bucket, acc.sums_mut());
     let store = {
         let mut hook = |p: &Tensor, g: Tensor| overlap.ready(p, g);
@@ -410,5 +407,5 @@ fn backward_summing(
     };
     acc.add(params, &store)?;
     drop(store);
-    overlap.finish(acc.take())
+    overlap.finish(acc.take()).map(Some)
 }

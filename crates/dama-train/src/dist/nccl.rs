@@ -161,7 +161,8 @@ impl Nccl {
     }
 
     /// Runs `call(send, recv, nccl dtype)` on the device pointers of `t`'s elements and of a
-    /// fresh buffer of `out_len` elements of its dtype; returns that buffer as a 1-D tensor.
+    /// fresh buffer of `out_len` elements of its dtype, and waits for it; returns that buffer
+    /// as a 1-D tensor.
     fn run(
         &self,
         op: &'static str,
@@ -173,13 +174,33 @@ impl Nccl {
             sys::ncclDataType_t,
         ) -> Result<(), result::NcclError>,
     ) -> Result<Tensor> {
-        let t = self.on_gpu(t)?;
+        let out = self.launch(op, &self.on_gpu(t)?, out_len, &self.stream, call)?;
+        self.complete(op)?;
+        Ok(out)
+    }
+
+    /// [`Nccl::run`]'s call enqueued on `on` (the training stream, or NCCL's own after the
+    /// training stream's work so far), without waiting. The buffer is made on the training
+    /// stream, which owns it afterwards; `t` must be on this rank's GPU, contiguous.
+    fn launch(
+        &self,
+        op: &'static str,
+        t: &Tensor,
+        out_len: usize,
+        on: &CudaStream,
+        call: impl FnOnce(
+            *const c_void,
+            *mut c_void,
+            sys::ncclDataType_t,
+        ) -> Result<(), result::NcclError>,
+    ) -> Result<Tensor> {
         let (storage, layout) = t.storage_and_layout();
         let Storage::Cuda(cs) = &*storage else {
             return Err(self.err(op, "the tensor is not on the GPU"));
         };
         let start = layout.start_offset();
         let n = t.elem_count();
+        let side = !std::ptr::eq(on, &*self.stream);
         macro_rules! typed {
             ($ty:ty, $nt:expr) => {{
                 let src = cs.as_cuda_slice::<$ty>()?.slice(start..start + n);
@@ -187,13 +208,16 @@ impl Nccl {
                     .stream
                     .alloc_zeros::<$ty>(out_len)
                     .map_err(|e| self.err(op, format!("allocating {out_len} elements: {e:?}")))?;
+                if side {
+                    on.join(&self.stream)
+                        .map_err(|e| self.err(op, format!("ordering the streams: {e:?}")))?;
+                }
                 {
-                    let (s, _s) = src.device_ptr(&self.stream);
-                    let (d, _d) = dst.device_ptr_mut(&self.stream);
+                    let (s, _s) = src.device_ptr(on);
+                    let (d, _d) = dst.device_ptr_mut(on);
                     call(s as *const c_void, d as *mut c_void, $nt)
                         .map_err(|e| self.err(op, format!("{e:?}")))?;
                 }
-                self.complete(op)?;
                 CudaStorage::wrap_cuda_slice(dst, self.device.clone())
             }};
         }
@@ -282,56 +306,26 @@ impl Collectives for Nccl {
             return Err(self.err(OP, format!("sums floats, not {:?}", t.dtype())));
         }
         let side = self.side_stream()?.clone();
+        let shape = t.shape().clone();
         let t = self.on_gpu(t)?;
         let n = t.elem_count();
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cuda(cs) = &*storage else {
-            return Err(self.err(OP, "the tensor is not on the GPU"));
-        };
-        let start = layout.start_offset();
-        macro_rules! typed {
-            ($ty:ty, $nt:expr) => {{
-                let src = cs.as_cuda_slice::<$ty>()?.slice(start..start + n);
-                // Made on the training stream, which owns the result afterwards.
-                let mut dst: CudaSlice<$ty> = self
-                    .stream
-                    .alloc_zeros::<$ty>(n)
-                    .map_err(|e| self.err(OP, format!("allocating {n} elements: {e:?}")))?;
-                side.join(&self.stream)
-                    .map_err(|e| self.err(OP, format!("ordering the streams: {e:?}")))?;
-                {
-                    let (s, _s) = src.device_ptr(&side);
-                    let (d, _d) = dst.device_ptr_mut(&side);
-                    unsafe {
-                        result::all_reduce(
-                            s as *const c_void,
-                            d as *mut c_void,
-                            n,
-                            $nt,
-                            sys::ncclRedOp_t::ncclSum,
-                            self.comm,
-                            side.cu_stream() as sys::cudaStream_t,
-                        )
-                    }
-                    .map_err(|e| self.err(OP, format!("{e:?}")))?;
-                }
-                CudaStorage::wrap_cuda_slice(dst, self.device.clone())
-            }};
-        }
-        use sys::ncclDataType_t as T;
-        let out = match t.dtype() {
-            DType::F32 => typed!(f32, T::ncclFloat32),
-            DType::F64 => typed!(f64, T::ncclFloat64),
-            DType::BF16 => typed!(bf16, T::ncclBfloat16),
-            DType::F16 => typed!(f16, T::ncclFloat16),
-            other => return Err(self.err(OP, format!("sums floats, not {other:?}"))),
-        };
-        drop(storage);
+        let sum = self
+            .launch(OP, &t, n, &side, |s, d, ty| unsafe {
+                result::all_reduce(
+                    s,
+                    d,
+                    n,
+                    ty,
+                    sys::ncclRedOp_t::ncclSum,
+                    self.comm,
+                    side.cu_stream() as sys::cudaStream_t,
+                )
+                .map(|_| ())
+            })?
+            .reshape(shape)?;
         let done = side
             .record_event(None)
             .map_err(|e| self.err(OP, format!("recording an event: {e:?}")))?;
-        let sum = Tensor::from_storage(Storage::Cuda(out), n, BackpropOp::none(), false)
-            .reshape(t.shape())?;
         Ok(PendingSum::later(
             sum,
             Box::new(move || {

@@ -24,7 +24,7 @@ use super::shard::{FlatLayout, Piece};
 use super::zero::all_reduce_grads;
 use super::{Collectives, PendingSum};
 use crate::error::{Result, TrainError};
-use crate::optim::Param;
+use crate::optim::{Param, add_in_f32};
 
 /// Buckets in flight at once: bounds the f32 sums waiting to be converted back.
 const IN_FLIGHT: usize = 2;
@@ -114,24 +114,24 @@ impl<'a> GradOverlap<'a> {
             order.iter().map(|&i| params[i].var.elem_count()).collect(),
             1,
         );
-        let mut buckets = Vec::new();
+        // Pieces of the layout index `order`; mapped back to indices into `params`.
+        let buckets: Vec<Vec<Piece>> = layout
+            .buckets(bucket)
+            .into_iter()
+            .map(|b| {
+                b.into_iter()
+                    .map(|pc| Piece {
+                        param: order[pc.param],
+                        ..pc
+                    })
+                    .collect()
+            })
+            .collect();
         let mut buckets_of = vec![Vec::new(); params.len()];
-        let mut start = 0;
-        while start < layout.total {
-            let range = start..(start + bucket.max(1)).min(layout.total);
-            let pieces: Vec<Piece> = layout
-                .pieces_in(range.clone())
-                .into_iter()
-                .map(|pc| Piece {
-                    param: order[pc.param],
-                    ..pc
-                })
-                .collect();
-            for pc in &pieces {
-                buckets_of[pc.param].push(buckets.len());
+        for (k, b) in buckets.iter().enumerate() {
+            for pc in b {
+                buckets_of[pc.param].push(k);
             }
-            buckets.push(pieces);
-            start = range.end;
         }
         let waiting = buckets.iter().map(|b| b.len()).collect();
         let mut local = vec![None; params.len()];
@@ -175,7 +175,7 @@ impl<'a> GradOverlap<'a> {
         };
         let total = match self.local[i].take().or_else(|| self.late[i].take()) {
             None => grad,
-            Some(earlier) => (earlier.to_dtype(DType::F32)? + grad.to_dtype(DType::F32)?)?,
+            Some(earlier) => add_in_f32(&earlier, &grad)?,
         };
         if self.buckets_of[i].is_empty() {
             self.late[i] = Some(total);
@@ -274,7 +274,7 @@ impl<'a> GradOverlap<'a> {
                 if let Some(g) = rest[i].take() {
                     self.local[i] = Some(match self.local[i].take() {
                         None => g,
-                        Some(e) => (e.to_dtype(DType::F32)? + g.to_dtype(DType::F32)?)?,
+                        Some(e) => add_in_f32(&e, &g)?,
                     });
                 }
                 self.mark_final(i)?;
@@ -287,7 +287,7 @@ impl<'a> GradOverlap<'a> {
             if let Some(g) = late.take() {
                 rest[i] = Some(match rest[i].take() {
                     None => g,
-                    Some(r) => (r.to_dtype(DType::F32)? + g.to_dtype(DType::F32)?)?,
+                    Some(r) => add_in_f32(&r, &g)?,
                 });
             }
         }

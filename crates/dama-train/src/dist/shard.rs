@@ -71,6 +71,15 @@ impl FlatLayout {
         out
     }
 
+    /// The flat vector cut into consecutive windows of at most `bucket` elements (the last
+    /// shorter), each as the pieces of parameters in it: the buckets of a collective.
+    pub fn buckets(&self, bucket: usize) -> Vec<Vec<Piece>> {
+        (0..self.total)
+            .step_by(bucket.max(1))
+            .map(|start| self.pieces_in(start..(start + bucket.max(1)).min(self.total)))
+            .collect()
+    }
+
     /// The pieces rank `rank` owns.
     pub fn pieces(&self, rank: usize) -> Vec<Piece> {
         self.pieces_in(self.shard(rank))

@@ -256,30 +256,24 @@ pub fn all_reduce_grads(
         .first()
         .map_or(Device::Cpu, |p| p.var.device().clone());
     let mut parts: Vec<Vec<Tensor>> = vec![Vec::new(); params.len()];
-    let mut start = 0;
-    while start < layout.total {
-        let range = start..(start + bucket.max(1)).min(layout.total);
-        let pieces: Vec<Piece> = layout
-            .pieces_in(range.clone())
-            .into_iter()
-            .filter(|pc| present[pc.param])
-            .collect();
-        if !pieces.is_empty() {
-            let flat = Tensor::cat(
-                &pieces
-                    .iter()
-                    .map(|pc| grad_slice(grads[pc.param].as_ref(), pc.start, pc.len, &device))
-                    .collect::<Result<Vec<_>>>()?,
-                0,
-            )?;
-            let summed = comm.all_reduce_sum(&flat)?;
-            let mut at = 0;
-            for pc in &pieces {
-                parts[pc.param].push(summed.narrow(0, at, pc.len)?);
-                at += pc.len;
-            }
+    for bucket in layout.buckets(bucket) {
+        let pieces: Vec<Piece> = bucket.into_iter().filter(|pc| present[pc.param]).collect();
+        if pieces.is_empty() {
+            continue;
         }
-        start = range.end;
+        let flat = Tensor::cat(
+            &pieces
+                .iter()
+                .map(|pc| grad_slice(grads[pc.param].as_ref(), pc.start, pc.len, &device))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        )?;
+        let summed = comm.all_reduce_sum(&flat)?;
+        let mut at = 0;
+        for pc in &pieces {
+            parts[pc.param].push(summed.narrow(0, at, pc.len)?);
+            at += pc.len;
+        }
     }
     drop(grads);
     params

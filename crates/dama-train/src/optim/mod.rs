@@ -281,7 +281,7 @@ impl GradAccumulator {
         for (sum, p) in self.sums.iter_mut().zip(params) {
             if let Some(g) = grads.get(p.var.as_tensor()) {
                 *sum = Some(match sum.take() {
-                    Some(s) => (s.to_dtype(DType::F32)? + g.to_dtype(DType::F32)?)?,
+                    Some(s) => add_in_f32(&s, g)?,
                     None => g.clone(),
                 });
             }
@@ -299,6 +299,12 @@ impl GradAccumulator {
         let n = self.sums.len();
         std::mem::replace(&mut self.sums, vec![None; n])
     }
+}
+
+/// `a + b` in f32: how two parts of one gradient are summed (a bf16 sum would lose the
+/// smaller part's low bits).
+pub fn add_in_f32(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    a.to_dtype(DType::F32)? + b.to_dtype(DType::F32)?
 }
 
 /// The global L2 norm of `grads` and, when it exceeds `max_norm`, the coefficient
